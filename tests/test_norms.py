@@ -1,0 +1,173 @@
+"""Each norm against PyTorch's own layer, and the masking invariances the experiments rely on."""
+
+import pytest
+import torch
+from torch import nn
+
+from normbench.errors import BatchStatisticsError, ConfigError
+from normbench.norms import NORMS, build_norm
+
+C = 6
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _reference(name: str) -> nn.Module:
+    return {
+        "layer": nn.LayerNorm(C, eps=1e-5),
+        "rms": nn.RMSNorm(C, eps=1e-6),
+        "batch": nn.BatchNorm1d(C, eps=1e-5, momentum=0.1),
+        "batch_masked": nn.BatchNorm1d(C, eps=1e-5, momentum=0.1),
+    }[name]
+
+
+def _randomize_affine(ours: nn.Module, ref: nn.Module) -> None:
+    """Non-trivial weights so the affine part is checked too (same numbers in both layers)."""
+    gen = torch.Generator().manual_seed(1)
+    for name, param in ref.named_parameters():
+        value = torch.randn(param.shape, generator=gen)
+        param.data.copy_(value)
+        getattr(ours, name).data.copy_(value)
+
+
+def _run(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, grad_out: torch.Tensor, ours: bool):
+    """Output, input gradient and parameter gradients; torch's BatchNorm1d gets the tokens as rows."""
+    x = x.clone().requires_grad_(True)
+    if ours:
+        out = layer(x, mask)
+    elif isinstance(layer, nn.BatchNorm1d):
+        out = layer(x.reshape(-1, C)).view_as(x)
+    else:
+        out = layer(x)
+    (out * grad_out).sum().backward()
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["layer", "rms", "batch", "batch_masked"])
+@pytest.mark.parametrize("training", [True, False])
+def test_agrees_with_torch_on_unpadded_input(name: str, training: bool) -> None:
+    torch.manual_seed(0)
+    ours, ref = build_norm(name, C), _reference(name)
+    _randomize_affine(ours, ref)
+    x = torch.randn(4, 7, C) * 3 + 2
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    grad_out = torch.randn(4, 7, C)
+    for _ in range(3):  # several steps so running statistics are exercised
+        ours.train(training), ref.train(training)
+        out_o, gx_o, gp_o = _run(ours, x, mask, grad_out, ours=True)
+        out_r, gx_r, gp_r = _run(ref, x, None, grad_out, ours=False)
+        torch.testing.assert_close(out_o, out_r, **TOL)
+        torch.testing.assert_close(gx_o, gx_r, **TOL)
+        for pname in gp_r:
+            torch.testing.assert_close(gp_o[pname], gp_r[pname], **TOL)
+        x = x * 1.1 + 0.3
+    for buffer in ("running_mean", "running_var"):
+        if hasattr(ref, buffer):
+            torch.testing.assert_close(getattr(ours, buffer), getattr(ref, buffer), **TOL)
+
+
+def _padded_batch(lengths: list[int], total: int, pad_value: float, seed: int = 0):
+    """Real tokens drawn from one fixed stream, padding filled with ``pad_value``."""
+    gen = torch.Generator().manual_seed(seed)
+    real = [torch.randn(n, C, generator=gen) * 2 - 1 for n in lengths]
+    x = torch.full((len(lengths), total, C), pad_value)
+    mask = torch.zeros(len(lengths), total, dtype=torch.bool)
+    for i, r in enumerate(real):
+        x[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return x, mask
+
+
+def test_masked_batch_norm_equals_batch_norm_on_packed_real_tokens() -> None:
+    ours, ref = build_norm("batch_masked", C), _reference("batch_masked")
+    _randomize_affine(ours, ref)
+    x, mask = _padded_batch([5, 2, 7, 1], total=9, pad_value=50.0)
+    grad_out = torch.randn(x.shape)
+    for training in (True, True, False):
+        ours.train(training), ref.train(training)
+        xo = x.clone().requires_grad_(True)
+        out = ours(xo, mask)
+        (out * grad_out).sum().backward()
+        packed = x[mask].clone().requires_grad_(True)
+        out_ref = ref(packed)
+        (out_ref * grad_out[mask]).sum().backward()
+        torch.testing.assert_close(out[mask], out_ref, **TOL)
+        torch.testing.assert_close(xo.grad[mask], packed.grad, **TOL)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **TOL)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, **TOL)
+        torch.testing.assert_close(ours.running_var, ref.running_var, **TOL)
+        assert torch.all(out[~mask] == 0)
+        assert torch.all(xo.grad[~mask] == 0), "padding must get no gradient"
+        ours.zero_grad(), ref.zero_grad()
+
+
+@pytest.mark.parametrize("name", ["batch_masked", "layer", "rms", "none"])
+@pytest.mark.parametrize("training", [True, False])
+def test_padding_length_and_values_never_reach_real_tokens(name: str, training: bool) -> None:
+    results = []
+    for total, pad_value in [(6, 0.0), (11, 0.0), (11, -1e4), (20, float("nan"))]:
+        norm = build_norm(name, C).train(training)
+        x, mask = _padded_batch([4, 1, 6], total, pad_value)
+        out = norm(x, mask)[mask]
+        assert torch.isfinite(out).all()
+        state = [norm.running_mean.clone(), norm.running_var.clone()] if norm.uses_batch_stats else []
+        results.append([out, *state])
+    for result in results[1:]:
+        for got, expected in zip(result, results[0], strict=True):
+            torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_naive_batch_norm_does_see_the_padding() -> None:
+    """The baseline must differ from the masked one exactly when there is padding."""
+    x, mask = _padded_batch([4, 1, 6], total=8, pad_value=0.0)
+    naive, masked = build_norm("batch", C), build_norm("batch_masked", C)
+    assert not torch.allclose(naive(x, mask)[mask], masked(x, mask)[mask], atol=1e-3)
+    full = torch.ones_like(mask)
+    torch.testing.assert_close(naive(x, full), masked(x, full), **TOL)
+
+
+def test_none_is_identity() -> None:
+    x = torch.randn(2, 3, C)
+    assert torch.equal(build_norm("none", C)(x, None), x)
+
+
+def test_recurrent_call_shape_two_dimensional() -> None:
+    """Recurrent cells call the norm per time step with x[B, C] and mask[B]."""
+    x, mask = torch.randn(5, C), torch.tensor([True, True, False, True, False])
+    ref = _reference("batch_masked")
+    torch.testing.assert_close(build_norm("batch_masked", C)(x, mask)[mask], ref(x[mask]), **TOL)
+
+
+@pytest.mark.parametrize("name", ["batch", "batch_masked"])
+def test_one_value_per_channel_is_a_clear_error(name: str) -> None:
+    norm = build_norm(name, C).train()
+    x, mask = _padded_batch([1, 0], total=1, pad_value=0.0)
+    x = x[:1] if name == "batch" else x
+    mask = mask[:1] if name == "batch" else mask
+    with pytest.raises(BatchStatisticsError, match=rf"norm={name} got 1 real value per channel.*norm=layer"):
+        norm(x, mask)
+
+
+def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:
+    norm = build_norm("batch_masked", C, recurrent=True).train()
+    norm.running_mean.fill_(1.0)
+    x, mask = torch.randn(3, C), torch.tensor([False, True, False])
+    out = norm(x, mask)
+    expected = (x[1] - 1.0) / torch.sqrt(torch.tensor(1.0 + norm.eps))
+    torch.testing.assert_close(out[1], expected, **TOL)
+    assert torch.all(norm.running_mean == 1.0) and norm.num_batches_tracked.item() == 0
+
+
+def test_unknown_norm_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"unknown norm 'btach'; accepted: none, batch, batch_masked, layer, rms"):
+        build_norm("btach", C)
+
+
+def test_unknown_option_names_the_accepted_ones() -> None:
+    with pytest.raises(ConfigError, match=r"norm=layer: .*momentum.*accepted options: \['eps', 'affine'\]"):
+        build_norm({"name": "layer", "momentum": 0.1}, C)
+
+
+def test_every_registered_norm_keeps_shape() -> None:
+    x, mask = _padded_batch([3, 2], total=4, pad_value=0.0)
+    for name in NORMS:
+        assert build_norm(name, C)(x, mask).shape == x.shape
