@@ -158,7 +158,8 @@ def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:
 
 
 def test_unknown_norm_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"unknown norm 'btach'; accepted: none, batch, batch_masked, layer, rms"):
+    expected = r"unknown norm 'btach'; accepted: none, batch, batch_masked, layer, rms"
+    with pytest.raises(ConfigError, match=expected):
         build_norm("btach", C)
 
 
