@@ -1,0 +1,157 @@
+"""LSTM and GRU written as cells, so the norm can sit inside the recurrence.
+
+Placement follows Ba et al. (2016) for layer norm and Cooijmans et al. (2016) for batch norm: the
+input and recurrent gate pre-activations are normalized separately, and the LSTM cell state is
+normalized before its output non-linearity. With ``norm=none`` the layers compute exactly what
+``nn.LSTM`` / ``nn.GRU`` compute. Padding is handled by carrying a sequence's state unchanged over
+its padded steps, so a padded batch gives the same real-token outputs as each sequence alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from normbench.errors import BatchStatisticsError, ConfigError
+from normbench.norms import SequenceNorm, build_norm
+
+
+class _NormRecurrentLayer(nn.Module):
+    """One recurrent layer: input projection for all steps at once, then the step loop."""
+
+    gates: int
+
+    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        width = self.gates * hidden_size
+        self.input_proj = nn.Linear(input_size, width, bias=False)
+        self.hidden_proj = nn.Linear(hidden_size, width, bias=False)
+        self.norm_input = build_norm(norm, width, recurrent=True)
+        self.norm_hidden = build_norm(norm, width, recurrent=True)
+        bound = 1.0 / math.sqrt(hidden_size)
+        for weight in (self.input_proj.weight, self.hidden_proj.weight):
+            nn.init.uniform_(weight, -bound, bound)
+
+    def _project_inputs(self, x: Tensor, mask: Tensor) -> tuple[Tensor, bool]:
+        """All steps' input projections; normalized here too when the norm is per token."""
+        projected = self.input_proj(x)
+        if self.norm_input.per_token:
+            return self.norm_input(projected, mask), True
+        return projected, False
+
+    def _input_gates(self, projected: Tensor, already_normed: bool, t: int, step_mask: Tensor) -> Tensor:
+        return projected[:, t] if already_normed else self.norm_input(projected[:, t], step_mask)
+
+
+class NormLSTMLayer(_NormRecurrentLayer):
+    """LSTM: gates = N_x(W_x x) + N_h(W_h h) + b;  h = o * tanh(N_c(c))."""
+
+    gates = 4
+
+    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+        super().__init__(input_size, hidden_size, norm)
+        self.norm_cell = build_norm(norm, hidden_size, recurrent=True)
+        self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
+        with torch.no_grad():
+            self.bias[hidden_size : 2 * hidden_size].fill_(1.0)  # forget gate open at the start
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        projected, normed = self._project_inputs(x, mask)
+        h = x.new_zeros(batch, self.hidden_size)
+        c = x.new_zeros(batch, self.hidden_size)
+        outputs = []
+        for t in range(length):
+            step_mask = mask[:, t]
+            gates = (
+                self._input_gates(projected, normed, t, step_mask)
+                + self.norm_hidden(self.hidden_proj(h), step_mask)
+                + self.bias
+            )
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask))
+            keep = step_mask[:, None]
+            c = torch.where(keep, c_new, c)
+            h = torch.where(keep, h_new, h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+class NormGRULayer(_NormRecurrentLayer):
+    """GRU as in ``nn.GRU``, with N_x(W_x x) and N_h(W_h h) in place of the two projections."""
+
+    gates = 3
+
+    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+        super().__init__(input_size, hidden_size, norm)
+        self.input_bias = nn.Parameter(torch.zeros(3 * hidden_size))
+        self.hidden_bias = nn.Parameter(torch.zeros(3 * hidden_size))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        projected, normed = self._project_inputs(x, mask)
+        h = x.new_zeros(batch, self.hidden_size)
+        outputs = []
+        for t in range(length):
+            step_mask = mask[:, t]
+            from_input = self._input_gates(projected, normed, t, step_mask) + self.input_bias
+            from_hidden = self.norm_hidden(self.hidden_proj(h), step_mask) + self.hidden_bias
+            r_x, z_x, n_x = from_input.chunk(3, dim=-1)
+            r_h, z_h, n_h = from_hidden.chunk(3, dim=-1)
+            r = torch.sigmoid(r_x + r_h)
+            z = torch.sigmoid(z_x + z_h)
+            n = torch.tanh(n_x + r * n_h)
+            h = torch.where(step_mask[:, None], (1 - z) * n + z * h, h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+CELLS: dict[str, type[_NormRecurrentLayer]] = {"lstm": NormLSTMLayer, "gru": NormGRULayer}
+
+
+class RecurrentEncoder(nn.Module):
+    """Token embedding + stacked normalized LSTM/GRU layers; returns per-token features ``[B, T, H]``.
+
+    Recurrent layers are causal by construction, so the same encoder serves language modeling.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        norm: Mapping[str, Any] | str,
+        cell: str = "lstm",
+        embed_dim: int = 128,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ConfigError(f"unknown model.cell {cell!r}; accepted: {', '.join(CELLS)}")
+        self.output_dim = hidden_size
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        sizes = [embed_dim] + [hidden_size] * num_layers
+        self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))
+        self.drop = nn.Dropout(dropout)
+        self.uses_batch_stats = any(
+            isinstance(m, SequenceNorm) and m.uses_batch_stats for m in self.modules()
+        )
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        if self.training and self.uses_batch_stats and tokens.shape[0] < 2:
+            raise BatchStatisticsError(
+                f"batch norm inside a recurrent cell normalizes each time step over the batch, which needs "
+                f"at least 2 sequences per training batch, got {tokens.shape[0]}: use data.batch_size >= 2 "
+                "or a norm without batch statistics (norm=layer, norm=rms)"
+            )
+        x = self.drop(self.embed(tokens))
+        for layer in self.layers:
+            x = self.drop(layer(x, mask))
+        return x

@@ -1,0 +1,113 @@
+"""Transformer encoder (or causal decoder) whose every norm is the configured one, given the padding mask."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from normbench.errors import ConfigError
+from normbench.norms import build_norm
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """Fixed sinusoidal position codes (Vaswani et al. 2017): defined for any length, so runs can be
+    tested on sequences longer than those seen in training."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    codes = torch.zeros(length, dim)
+    codes[:, 0::2] = torch.sin(position * freq)
+    codes[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return codes
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on PyTorch's fused scaled-dot-product kernel."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ConfigError(f"model.d_model={d_model} must be divisible by model.n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(batch, length, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Attention + feed-forward with the norm before (pre-norm) or after (post-norm) each residual."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm: Mapping, pre_norm: bool):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        self.norm1 = build_norm(norm, d_model)
+        self.norm2 = build_norm(norm, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor, attn_mask: Tensor) -> Tensor:
+        if self.pre_norm:
+            x = x + self.drop(self.attn(self.norm1(x, mask), attn_mask))
+            return x + self.drop(self.ff(self.norm2(x, mask)))
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask)), mask)
+        return self.norm2(x + self.drop(self.ff(x)), mask)
+
+
+class TransformerEncoder(nn.Module):
+    """Token embedding + sinusoidal positions + blocks; returns per-token features ``[B, T, d_model]``.
+
+    ``causal=True`` makes it a decoder for language modeling (each position sees only the past);
+    the padding mask keeps padded keys out of every attention row either way.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        norm: Mapping[str, Any] | str,
+        d_model: int = 128,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ff: int = 256,
+        dropout: float = 0.1,
+        pre_norm: bool = True,
+        causal: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.causal = causal
+        self.output_dim = d_model
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, d_ff, dropout, norm, pre_norm) for _ in range(n_layers)
+        )
+        self.final_norm = build_norm(norm, d_model) if pre_norm else None
+        self.drop = nn.Dropout(dropout)
+        self.register_buffer("positions", sinusoidal_positions(512, d_model), persistent=False)
+
+    def _positions(self, length: int) -> Tensor:
+        if length > self.positions.shape[0]:
+            self.positions = sinusoidal_positions(2 * length, self.output_dim).to(self.positions.device)
+        return self.positions[:length]
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        length = tokens.shape[1]
+        x = self.drop(self.embed(tokens) * math.sqrt(self.output_dim) + self._positions(length))
+        attn_mask = mask[:, None, None, :]
+        if self.causal:
+            attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+        for block in self.blocks:
+            x = block(x, mask, attn_mask)
+        return self.final_norm(x, mask) if self.final_norm is not None else x

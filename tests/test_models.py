@@ -1,0 +1,172 @@
+"""Models: agreement with PyTorch's own RNNs, norm placement, padding, causality and batch independence."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from normbench.errors import BatchStatisticsError
+from normbench.models.rnn import NormGRULayer, NormLSTMLayer, RecurrentEncoder
+from normbench.models.transformer import TransformerEncoder
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+VOCAB = 50
+
+
+def _tokens(lengths: list[int], total: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(len(lengths), total, dtype=torch.long)
+    mask = torch.zeros(len(lengths), total, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(1, VOCAB, (n,), generator=gen)
+        mask[i, :n] = True
+    return tokens, mask
+
+
+def _pack_reference(ref: nn.RNNBase, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    packed = nn.utils.rnn.pack_padded_sequence(
+        x, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
+    out, _ = ref(packed)
+    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+def test_lstm_without_norm_equals_torch_lstm_on_padded_batch() -> None:
+    torch.manual_seed(0)
+    ours, ref = NormLSTMLayer(5, 8, "none"), nn.LSTM(5, 8, batch_first=True)
+    ours.input_proj.weight.data.copy_(ref.weight_ih_l0)
+    ours.hidden_proj.weight.data.copy_(ref.weight_hh_l0)
+    ours.bias.data.copy_(ref.bias_ih_l0 + ref.bias_hh_l0)
+    lengths = [6, 3, 1]
+    x, mask = torch.randn(3, 6, 5), _tokens(lengths, 6)[1]
+    expected = _pack_reference(ref, x, lengths)
+    torch.testing.assert_close(ours(x, mask)[mask], expected[mask], **TOL)
+
+
+def test_gru_without_norm_equals_torch_gru_on_padded_batch() -> None:
+    torch.manual_seed(0)
+    ours, ref = NormGRULayer(5, 8, "none"), nn.GRU(5, 8, batch_first=True)
+    ours.input_proj.weight.data.copy_(ref.weight_ih_l0)
+    ours.hidden_proj.weight.data.copy_(ref.weight_hh_l0)
+    ours.input_bias.data.copy_(ref.bias_ih_l0)
+    ours.hidden_bias.data.copy_(ref.bias_hh_l0)
+    lengths = [2, 6, 4]
+    x, mask = torch.randn(3, 6, 5), _tokens(lengths, 6)[1]
+    expected = _pack_reference(ref, x, lengths)
+    torch.testing.assert_close(ours(x, mask)[mask], expected[mask], **TOL)
+
+
+def test_layer_norm_lstm_follows_ba_et_al_placement() -> None:
+    """One step written out by hand with nn.LayerNorm on each pre-activation and on the cell state."""
+    torch.manual_seed(0)
+    layer = NormLSTMLayer(5, 8, "layer")
+    for p in layer.parameters():
+        p.data.normal_()
+    x = torch.randn(4, 2, 5)
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    ln_x, ln_h, ln_c = nn.LayerNorm(32), nn.LayerNorm(32), nn.LayerNorm(8)
+    for ref, ours in [(ln_x, layer.norm_input), (ln_h, layer.norm_hidden), (ln_c, layer.norm_cell)]:
+        ref.load_state_dict(ours.state_dict())
+    h = c = torch.zeros(4, 8)
+    for t in range(2):
+        gates = ln_x(x[:, t] @ layer.input_proj.weight.T) + ln_h(h @ layer.hidden_proj.weight.T) + layer.bias
+        i, f, g, o = gates.chunk(4, -1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * ln_c(c).tanh()
+    torch.testing.assert_close(layer(x, mask)[:, -1], h, **TOL)
+
+
+def _encoder(kind: str, norm: str, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "transformer":
+        return TransformerEncoder(VOCAB, norm, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0, **kw)
+    return RecurrentEncoder(VOCAB, norm, cell=kind, embed_dim=12, hidden_size=16, num_layers=2, dropout=0.0)
+
+
+MODELS = ["transformer", "lstm", "gru"]
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("norm", ["none", "layer", "rms", "batch_masked"])
+@pytest.mark.parametrize("training", [True, False])
+def test_extra_padding_never_changes_real_token_outputs(kind: str, norm: str, training: bool) -> None:
+    model = _encoder(kind, norm).train(training)
+    fresh = copy.deepcopy(model)  # a training call updates running statistics: compare from one state
+    tokens, mask = _tokens([5, 2, 4], 5)
+    short = model(tokens, mask)[mask]
+    tokens_long, mask_long = _tokens([5, 2, 4], 12)
+    tokens_long[~mask_long] = 7  # padding filled with a real token id: the mask alone must hide it
+    torch.testing.assert_close(fresh(tokens_long, mask_long)[mask_long], short, **TOL)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("norm", ["layer", "rms", "none"])
+def test_batch_mates_never_change_an_example_for_per_token_norms(kind: str, norm: str) -> None:
+    model = _encoder(kind, norm).train()
+    tokens, mask = _tokens([6, 3, 5], 6, seed=1)
+    other, other_mask = _tokens([6, 2, 4], 6, seed=2)
+    alone = model(tokens[:1], mask[:1])
+    with_mates = model(torch.cat([tokens[:1], other[1:]]), torch.cat([mask[:1], other_mask[1:]]))
+    torch.testing.assert_close(with_mates[:1], alone, **TOL)
+    together = model(tokens, mask)
+    torch.testing.assert_close(together[:1], alone, **TOL)
+
+
+def test_batch_norm_does_depend_on_batch_mates() -> None:
+    """The counterpart of the test above: batch statistics couple the examples of a batch."""
+    model = _encoder("transformer", "batch_masked").train()
+    tokens, mask = _tokens([6, 3, 5], 6, seed=1)
+    other, _ = _tokens([6, 3, 5], 6, seed=2)
+    a = model(tokens, mask)[0]
+    b = model(torch.cat([tokens[:1], other[1:]]), mask)[0]
+    assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_causal_transformer_never_sees_the_future(norm: str) -> None:
+    model = _encoder("transformer", norm, causal=True).train()
+    tokens, mask = _tokens([8, 8], 8)
+    base = model(tokens, mask)
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] % (VOCAB - 1)) + 1
+    moved = model(changed, mask)
+    torch.testing.assert_close(moved[:, :5], base[:, :5], **TOL)
+    assert (moved[:, 5] - base[:, 5]).abs().max() > 1e-4
+
+
+def test_causal_transformer_with_batch_norm_leaks_the_future_in_train_mode() -> None:
+    model = _encoder("transformer", "batch", causal=True).train()
+    tokens, mask = _tokens([8, 8], 8)
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] % (VOCAB - 1)) + 1
+    assert (model(changed, mask)[:, :5] - model(tokens, mask)[:, :5]).abs().max() > 1e-4
+
+
+def test_pre_and_post_norm_are_different_models() -> None:
+    tokens, mask = _tokens([5, 4], 5)
+    pre = _encoder("transformer", "layer", pre_norm=True)
+    post = _encoder("transformer", "layer", pre_norm=False)
+    assert post.final_norm is None and pre.final_norm is not None
+    assert not torch.allclose(pre(tokens, mask), post(tokens, mask))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_batch_norm_with_one_sequence_is_a_clear_error(kind: str) -> None:
+    model = _encoder(kind, "batch_masked").train()
+    tokens, mask = _tokens([4], 4)
+    with pytest.raises(BatchStatisticsError, match=r"at least 2 sequences per training batch, got 1"):
+        model(tokens, mask)
+    model.eval()
+    assert torch.isfinite(model(tokens, mask)).all()
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("norm", ["batch", "batch_masked"])
+def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -> None:
+    model = _encoder(kind, norm).train()
+    tokens, mask = _tokens([7, 1, 3, 2], 7)
+    out = model(tokens, mask)
+    out[mask].sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
