@@ -1,0 +1,63 @@
+"""Experiment loggers from `conf/logger/`: W&B (offline unless asked), CSV, or none."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from normbench.errors import ConfigError
+
+WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
+
+
+def wandb_mode(offline: bool) -> str:
+    """``WANDB_MODE`` from the environment wins; otherwise the config's ``offline`` switch decides."""
+    return os.environ.get("WANDB_MODE") or ("offline" if offline else "online")
+
+
+def build_logger(
+    cfg: DictConfig | None, run_dir: Path, run_name: str, tags: list[str], config: dict[str, Any]
+) -> Logger | None:
+    """Instantiate the configured logger into ``run_dir`` with the run's name, tags and resolved config."""
+    if not cfg or "_target_" not in cfg:
+        return None
+    if cfg._target_ != WANDB_TARGET:
+        return instantiate(cfg, save_dir=str(run_dir))
+    options = OmegaConf.to_container(cfg, resolve=True)
+    mode = wandb_mode(bool(options.pop("offline", True)))
+    # Lightning's own `offline=True` sets WANDB_MODE for the whole process; passing `mode` keeps
+    # every job of a multirun free to choose its own.
+    logger = instantiate(
+        options, save_dir=str(run_dir), name=run_name, tags=tags, config=config, mode=mode, offline=False
+    )
+    start_wandb_run(logger, mode)
+    return logger
+
+
+def start_wandb_run(logger: WandbLogger, mode: str) -> None:
+    """Start the run now, so a missing login fails at start-up with advice, not mid-training."""
+    import wandb
+
+    try:
+        logger.experiment  # noqa: B018  (creates the run)
+    except (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"W&B could not start an {mode} run ({first_line}): run `wandb login` or set WANDB_API_KEY, "
+            "or log offline with logger.offline=true (or WANDB_MODE=offline), or use logger=csv / logger=none"
+        ) from None
+
+
+def finish_wandb() -> None:
+    """Close the W&B run of this job, so the next job of a multirun never appends to it."""
+    import sys
+
+    if "wandb" in sys.modules:
+        wandb = sys.modules["wandb"]
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,97 @@
+"""The LightningModule: an encoder from `normbench.models`, a classification head, loss, metrics, optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from normbench.errors import ConfigError
+
+
+def masked_mean(features: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the real tokens of each sequence (padding never enters the pooled vector)."""
+    weights = mask.unsqueeze(-1).to(features.dtype)
+    return (features * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class SequenceClassifier(L.LightningModule):
+    """Sequence classification: masked mean pool of the encoder's features, then a linear head.
+
+    Batches are ``(tokens[B, T], mask[B, T], label[B])``. Metrics are logged as ``train/loss``,
+    ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, so every logger groups them alike.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"optim.lr={lr} must be > 0")
+        if not 0.0 <= warmup < 1.0:
+            raise ConfigError(f"optim.warmup={warmup} is the warm-up share of all steps; accepted: 0 <= warmup < 1")
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.output_dim, num_classes)
+        self.metrics = nn.ModuleDict(
+            {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
+        )
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        return self.head(masked_mean(self.encoder(tokens, mask), mask))
+
+    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        tokens, mask, target = batch
+        logits = self(tokens, mask)
+        loss = F.cross_entropy(logits, target)
+        accuracy = self.metrics[stage]
+        accuracy(logits, target)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        """AdamW (no decay on norms, biases and embeddings) with a per-step warm-up + cosine schedule."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, param in module.named_parameters(recurse=False):
+                plain_weight = name == "weight" and isinstance(module, nn.Linear)
+                (decay if plain_weight else no_decay).append(param)
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(hp.warmup * total))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

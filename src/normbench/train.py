@@ -1,0 +1,146 @@
+"""Hydra entry point: config -> datamodule -> model -> Trainer -> results.json and a one-line summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from normbench.errors import NormbenchError
+from normbench.results import RESULTS_FILE, git_commit, library_versions, write_json_atomic
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _choices() -> dict[str, str]:
+    """Which option of each config group this job uses (``norm=layer`` -> ``{"norm": "layer"}``)."""
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if v and not k.startswith("hydra")}
+
+
+def run_summary(cfg: DictConfig) -> dict[str, Any]:
+    """The key config values every record of this run carries (results.json, W&B tags, summary line)."""
+    choices = _choices()
+    return {
+        "model": choices.get("model"),
+        "norm": choices.get("norm"),
+        "data": choices.get("data"),
+        "batch_size": cfg.data.batch_size,
+        "seed": cfg.seed,
+        "experiment": cfg.experiment_name,
+    }
+
+
+def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Train, then validate and test the final weights; returns the results record's run-specific part."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+
+    from normbench.loggers import build_logger
+    from normbench.task import SequenceClassifier
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    encoder = instantiate(
+        cfg.model,
+        vocab_size=datamodule.vocab_size,
+        norm=OmegaConf.to_container(cfg.norm, resolve=True),
+        pad_id=datamodule.pad_id,
+    )
+    module = SequenceClassifier(encoder, datamodule.num_classes, **cfg.optim)
+
+    run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
+    tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")] + list(cfg.tags)
+    logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [RichProgressBar()] + ([LearningRateMonitor("step")] if logger else [])
+    trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=logger if logger else False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    metrics: dict[str, float] = {}
+    for results in (
+        trainer.validate(module, datamodule, verbose=False),
+        trainer.test(module, datamodule, verbose=False),
+    ):
+        metrics.update({k: float(v) for k, v in results[0].items()})
+    return {
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "num_params": sum(p.numel() for p in module.parameters()),
+        "data_stats": datamodule.stats(),
+    }
+
+
+def _format_summary(record: dict[str, Any]) -> str:
+    m = record.get("metrics", {})
+    accuracy = " ".join(f"{k}={m[k]:.4f}" for k in ("val/acc", "test/acc") if k in m)
+    return (
+        f"normbench: model={record['model']} norm={record['norm']} batch_size={record['batch_size']} "
+        f"{accuracy} wall={record['wall_time_s']:.1f}s dir={record['output_dir']}"
+    )
+
+
+def task(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job. Writes ``results.json`` whether the run succeeds or fails, so nothing is lost."""
+    from normbench.loggers import finish_wandb
+
+    start = time.perf_counter()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run_summary(cfg)
+    record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
+    try:
+        record.update(fit_and_evaluate(cfg, run_dir, summary))
+        record["status"] = "ok"
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        raise
+    finally:
+        finish_wandb()
+        record["wall_time_s"] = round(time.perf_counter() - start, 3)
+        record.update(
+            config=OmegaConf.to_container(cfg, resolve=True),
+            versions=library_versions(),
+            git_commit=git_commit(DEFAULT_CONFIG_DIR.parent),
+        )
+        write_json_atomic(run_dir / RESULTS_FILE, record)
+    print(_format_summary(record), flush=True)
+    return record
+
+
+def _task_reporting_user_errors(cfg: DictConfig) -> dict[str, Any] | None:
+    """A user error ends a single run with one line on stderr and exit code 2, not a stack trace.
+
+    In a multirun the error is re-raised after that line, so Hydra records the failed job and goes
+    on with the others (it fails the sweep at the end).
+    """
+    try:
+        return task(cfg)
+    except NormbenchError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(2)
+
+
+def main(config_dir: str | os.PathLike | None = None) -> None:
+    """``python train.py [overrides]``: Hydra's CLI (``-m`` for sweeps, ``--cfg job`` to print the config)."""
+    config_path = str(Path(config_dir or os.environ.get("NORMBENCH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve())
+    hydra.main(version_base="1.3", config_path=config_path, config_name="train")(_task_reporting_user_errors)()
+
+
+if __name__ == "__main__":
+    main()
