@@ -25,9 +25,7 @@ def _tokens(lengths: list[int], total: int, seed: int = 0) -> tuple[torch.Tensor
 
 
 def _pack_reference(ref: nn.RNNBase, x: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    packed = nn.utils.rnn.pack_padded_sequence(
-        x, torch.tensor(lengths), batch_first=True, enforce_sorted=False
-    )
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
     out, _ = ref(packed)
     return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 

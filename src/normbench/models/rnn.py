@@ -140,9 +140,7 @@ class RecurrentEncoder(nn.Module):
         sizes = [embed_dim] + [hidden_size] * num_layers
         self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))
         self.drop = nn.Dropout(dropout)
-        self.uses_batch_stats = any(
-            isinstance(m, SequenceNorm) and m.uses_batch_stats for m in self.modules()
-        )
+        self.uses_batch_stats = any(isinstance(m, SequenceNorm) and m.uses_batch_stats for m in self.modules())
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         if self.training and self.uses_batch_stats and tokens.shape[0] < 2:
