@@ -32,9 +32,8 @@ def build_logger(
     mode = wandb_mode(bool(options.pop("offline", True)))
     # Lightning's own `offline=True` sets WANDB_MODE for the whole process; passing `mode` keeps
     # every job of a multirun free to choose its own.
-    logger = instantiate(
-        options, save_dir=str(run_dir), name=run_name, tags=tags, config=config, mode=mode, offline=False
-    )
+    options.update(save_dir=str(run_dir), name=run_name, tags=tags, config=config, mode=mode, offline=False)
+    logger = instantiate(options, _convert_="all", _recursive_=False)
     start_wandb_run(logger, mode)
     return logger
 

@@ -52,7 +52,7 @@ class SequenceClassifier(L.LightningModule):
         self.encoder = encoder
         self.head = nn.Linear(encoder.output_dim, num_classes)
         self.metrics = nn.ModuleDict(
-            {stage: MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
+            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
         )
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -62,7 +62,7 @@ class SequenceClassifier(L.LightningModule):
         tokens, mask, target = batch
         logits = self(tokens, mask)
         loss = F.cross_entropy(logits, target)
-        accuracy = self.metrics[stage]
+        accuracy = self.metrics[f"{stage}_acc"]
         accuracy(logits, target)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(target))

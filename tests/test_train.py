@@ -1,0 +1,122 @@
+"""End to end through the real CLI: `python train.py ...` in a subprocess, on a fixture file, W&B offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from wandb_files import offline_run
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+FAST = ["trainer.max_epochs=4", "data.batch_size=16", "data.vocab_size=300", "optim.lr=3e-3"]
+
+
+def train(args: list[str], tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    env["NORMBENCH_CACHE"] = str(tmp_path / "cache")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def offline_runs(job_dir: Path) -> list[Path]:
+    return sorted((job_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("model", ["transformer", "lstm"])
+def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, mr_file: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = train(
+        [f"model={model}", "norm=batch_masked", f"data.path={mr_file}", f"hydra.run.dir={run_dir}", *FAST], tmp_path
+    )
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert (results["model"], results["norm"], results["data"], results["batch_size"]) == (
+        model,
+        "batch_masked",
+        "mr",
+        16,
+    )
+    assert results["metrics"]["val/acc"] > 0.85, results["metrics"]  # chance is 0.5
+    assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and results["global_step"] > 0
+    assert results["config"]["norm"]["name"] == "batch_masked" and results["versions"]["torch"]
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("normbench:")]
+    assert len(summary) == 1 and f"model={model} norm=batch_masked batch_size=16 val/acc=" in summary[0]
+    assert str(run_dir) in summary[0]
+
+    (run_files,) = offline_runs(run_dir)
+    run = offline_run(run_files)
+    assert (run["project"], run["group"], run["job_type"], run["exit_code"]) == ("normbench", "default", "train", 0)
+    assert set(run["tags"]) >= {f"model={model}", "norm=batch_masked", "batch_size=16", "data=mr"}
+    assert run["config"]["norm"]["name"] == "batch_masked" and run["config"]["data"]["batch_size"] == 16
+    assert run["history"]["val/acc"] == pytest.approx(results["metrics"]["val/acc"])
+    assert run["history"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
+
+
+def test_multirun_gives_each_job_its_own_dir_results_and_wandb_run(mr_file: Path, tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "norm=batch,layer", "model=lstm,transformer", f"data.path={mr_file}", f"hydra.sweep.dir={sweep_dir}"]
+    train([*args, "trainer.max_epochs=1", "data.batch_size=32"], tmp_path)
+
+    job_dirs = sorted(p.parent for p in sweep_dir.glob("*/results.json"))
+    assert len(job_dirs) == 4
+    seen, run_ids = set(), set()
+    for job_dir in job_dirs:
+        results = json.loads((job_dir / "results.json").read_text())
+        assert results["status"] == "ok" and results["output_dir"] == str(job_dir)
+        seen.add((results["model"], results["norm"]))
+        (run_files,) = offline_runs(job_dir)
+        run = offline_run(run_files)
+        run_ids.add(run["id"])
+        assert run["config"]["norm"]["name"] == results["norm"] and f"model={results['model']}" in run["tags"]
+        assert run["history"]["val/acc"] == pytest.approx(results["metrics"]["val/acc"])
+    assert seen == {(m, n) for m in ("lstm", "transformer") for n in ("batch", "layer")}
+    assert len(run_ids) == 4
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path):
+    proc = train(["--cfg", "job", "norm=rms", "model=gru", "data.batch_size=7"], tmp_path)
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["norm"] == {"name": "rms", "eps": 1e-6, "affine": True}
+    assert cfg["model"]["cell"] == "gru" and cfg["data"]["batch_size"] == 7
+    assert cfg["logger"]["offline"] is True and cfg["logger"]["project"] == "normbench"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["norm=btach"], "Could not find 'norm/btach'"),
+        (["data.path={missing}"], "error: .*{missing}"),
+        (["norm=batch", "data.batch_size=1", "model=lstm"], "error: batch norm inside a recurrent cell .* got 1"),
+    ],
+)
+def test_bad_input_is_one_clear_line_without_stack_trace(args, message, tmp_path: Path, mr_file: Path):
+    import re
+
+    missing = tmp_path / "nope.txt"
+    args = [a.format(missing=missing) for a in args] + [f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]
+    if not any(a.startswith("data.path") for a in args):
+        args.append(f"data.path={mr_file}")
+    proc = train(args, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert re.search(message.format(missing=re.escape(str(missing))), proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_csv_logger_and_no_logger(mr_file: Path, tmp_path: Path):
+    run_dir = tmp_path / "csv"
+    train(
+        ["logger=csv", "model=gru", "norm=rms", f"data.path={mr_file}", f"hydra.run.dir={run_dir}", *FAST[:2]], tmp_path
+    )
+    (metrics_file,) = run_dir.glob("csv/*/metrics.csv")
+    assert "val/acc" in metrics_file.read_text().splitlines()[0]
+    assert not (run_dir / "wandb").exists()
