@@ -1,0 +1,47 @@
+"""Run the default task once per model x norm, as a user would, and print wall time and accuracy.
+
+    python scripts/default_matrix.py [--models transformer,lstm,gru] [--norms none,batch,...] [extra overrides]
+
+Each run is its own `python train.py` process, so the wall time includes start-up (imports, W&B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="transformer,lstm,gru")
+    parser.add_argument("--norms", default="none,batch,batch_masked,layer,rms")
+    parser.add_argument("--out", default="outputs/default_matrix")
+    args, overrides = parser.parse_known_args()
+    out = Path(args.out).resolve()
+    rows = []
+    for model in args.models.split(","):
+        for norm in args.norms.split(","):
+            run_dir = out / f"{model}-{norm}"
+            start = time.perf_counter()
+            cmd = [sys.executable, str(ROOT / "train.py"), f"model={model}", f"norm={norm}", f"hydra.run.dir={run_dir}"]
+            proc = subprocess.run(cmd + overrides, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            results_file = run_dir / "results.json"
+            metrics = json.loads(results_file.read_text()).get("metrics", {}) if results_file.exists() else {}
+            status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
+            rows.append((model, norm, metrics.get("val/acc"), metrics.get("test/acc"), wall, status))
+            print(f"{model:12s} {norm:13s} val/acc={metrics.get('val/acc')} wall={wall:.1f}s {status}", flush=True)
+    print("\n| model | norm | val acc | test acc | wall s (process) | status |\n|---|---|---|---|---|---|")
+    for model, norm, val, test, wall, status in rows:
+        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+        print(f"| {model} | {norm} | {fmt(val)} | {fmt(test)} | {wall:.1f} | {status} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The LightningModule's pieces: masked pooling and the learning-rate schedule."""
+
+import math
+
+import pytest
+import torch
+
+from normbench.errors import ConfigError
+from normbench.models.transformer import TransformerEncoder
+from normbench.task import SequenceClassifier, masked_mean, warmup_cosine
+
+
+def test_masked_mean_ignores_padding_values() -> None:
+    features = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [-50.0], [7.0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    torch.testing.assert_close(masked_mean(features, mask), torch.tensor([[2.0], [2.0]]))
+
+
+def test_warmup_then_cosine_to_zero() -> None:
+    total, warmup = 100, 10
+    factors = [warmup_cosine(step, total, warmup) for step in range(total + 1)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[100] == pytest.approx(0.0, abs=1e-12)
+    assert factors[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+
+
+def test_bad_optimizer_settings_are_config_errors() -> None:
+    encoder = TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8)
+    with pytest.raises(ConfigError, match=r"optim.warmup=1.5"):
+        SequenceClassifier(encoder, 2, warmup=1.5)
+    with pytest.raises(ConfigError, match=r"optim.lr=0"):
+        SequenceClassifier(encoder, 2, lr=0)
