@@ -96,7 +96,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     [
         (["norm=btach"], "Could not find 'norm/btach'", None),  # Hydra refuses it before the run starts
         (["data.path={missing}"], "error: .*{missing}", "DataError"),
-        (["norm=batch", "data.batch_size=1", "model=lstm"], "error: batch norm inside a recurrent cell .* got 1", "Batch"),
+        (["norm=batch", "data.batch_size=1", "model=lstm"], "error: batch norm inside a recurrent .* got 1", "Batch"),
     ],
 )
 def test_bad_input_is_one_clear_line_without_stack_trace(args, message, recorded_error, tmp_path: Path, mr_file: Path):
