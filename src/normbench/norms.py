@@ -2,18 +2,21 @@
 
 All norms take ``x`` of shape ``[..., C]`` (``[B, T, C]`` from a Transformer, ``[B, C]`` from a
 recurrent cell's time step) and ``mask`` of shape ``x.shape[:-1]`` (True = real token) and return
-the shape of ``x``. Layer-statistic norms ignore the mask; batch-statistic norms decide which
-positions their statistics come from, which is exactly what the experiments compare.
-Where the math equals a native PyTorch op, that op does the work (speed, and agreement by design).
+the shape of ``x``; recurrent cells also pass ``step`` (the time step), which only per-step norms use.
+Layer-statistic norms ignore the mask; batch-statistic norms decide which positions their statistics
+come from, which is exactly what the experiments compare. Where the math equals a native PyTorch op,
+that op does the work (speed, and agreement by design).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -21,7 +24,7 @@ from normbench.errors import BatchStatisticsError, ConfigError
 
 
 class SequenceNorm(nn.Module):
-    """Base class: ``forward(x[..., C], mask[...]) -> [..., C]``."""
+    """Base class: ``forward(x[..., C], mask[...], step=None) -> [..., C]``."""
 
     #: statistics come from the batch (the output at one token depends on other examples)
     uses_batch_stats: ClassVar[bool] = False
@@ -32,17 +35,14 @@ class SequenceNorm(nn.Module):
         super().__init__()
         self.num_features = num_features
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         raise NotImplementedError
 
 
 class NoNorm(SequenceNorm):
     """Identity: the unnormalized baseline."""
 
-    def __init__(self, num_features: int) -> None:
-        super().__init__(num_features)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return x
 
 
@@ -55,7 +55,7 @@ class LayerNorm(SequenceNorm):
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return F.layer_norm(x, (self.num_features,), self.weight, self.bias, self.eps)
 
 
@@ -67,19 +67,72 @@ class RMSNorm(SequenceNorm):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return F.rms_norm(x, (self.num_features,), self.weight, self.eps)
 
 
-class _BatchStatNorm(SequenceNorm):
-    """Batch normalization over the positions a subclass selects, with running statistics.
+class GroupNorm(SequenceNorm):
+    """Group normalization (Wu & He 2018) over the channels of each token: layer norm per channel group."""
 
-    Training uses the statistics of the selected positions and updates the running ones from them
-    (unbiased variance, exponential moving average, exactly as ``nn.BatchNorm1d``); eval mode uses
-    the running statistics. ``small_batch`` says what a training call with fewer than two selected
-    values per channel does: ``"error"`` raises a one-line ``BatchStatisticsError``; ``"running"``
-    (what recurrent cells ask for at the time steps where fewer than two sequences are still
-    running) normalizes those positions with the running statistics and does not update them.
+    def __init__(self, num_features: int, groups: int = 4, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_features)
+        if groups < 1 or num_features % groups:
+            raise ConfigError(f"norm.groups={groups} must divide the {num_features} channels of the layer")
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        rows = x.reshape(-1, self.num_features)
+        return F.group_norm(rows, self.groups, self.weight, self.bias, self.eps).view_as(x)
+
+
+class ScaleNorm(SequenceNorm):
+    """ScaleNorm (Nguyen & Salazar 2019): ``g * x / ||x||`` with one learned scalar ``g`` (init sqrt(C))."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features)
+        self.eps = eps
+        self.scale = nn.Parameter(torch.tensor(math.sqrt(num_features)))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        return self.scale * x / x.norm(dim=-1, keepdim=True).clamp_min(self.eps)
+
+
+# --- batch statistics -------------------------------------------------------------------------------
+
+
+def distributed_world() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum over processes, differentiable (the gradient is the sum of every process's gradient, as in
+    ``nn.SyncBatchNorm``); the identity outside a multi-process run."""
+    if not distributed_world():
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor)
+
+
+class _BatchStatNorm(SequenceNorm):
+    """Normalization with statistics of the batch in training and running statistics in eval mode.
+
+    Options shared by every batch-statistic norm:
+
+    - ``momentum``: running statistics are an exponential moving average with this weight for the
+      newest batch (unbiased variance, as ``nn.BatchNorm1d``), updated from real tokens only.
+    - ``sync``: under DDP, all-reduce the masked sums and counts so every process normalizes with the
+      statistics of the global batch (``trainer.sync_batchnorm`` converts only ``nn.BatchNorm*``).
+    - ``small_batch``: what a training call with fewer than two real values per channel does:
+      ``"error"`` raises a one-line ``BatchStatisticsError``; ``"running"`` (what recurrent cells ask
+      for at time steps where fewer than two sequences are still running) normalizes with the
+      running statistics and leaves them as they are.
+
+    Instruments set ``update_running = False`` to evaluate with batch statistics without touching
+    the running ones, and ``fluctuation`` to a ``FluctuationMeter`` to record how far each batch's
+    statistics are from the running ones.
     """
 
     uses_batch_stats = True
@@ -93,46 +146,108 @@ class _BatchStatNorm(SequenceNorm):
         momentum: float = 0.1,
         affine: bool = True,
         small_batch: str = "error",
+        sync: bool = False,
     ) -> None:
         super().__init__(num_features)
         if not 0.0 < momentum <= 1.0:
             raise ConfigError(f"norm.momentum={momentum} is out of range; accepted: 0 < momentum <= 1")
         if small_batch not in self.SMALL_BATCH_MODES:
             raise ConfigError(f"small_batch={small_batch!r} is unknown; accepted: {self.SMALL_BATCH_MODES}")
-        self.eps = eps
-        self.momentum = momentum
-        self.small_batch = small_batch
+        self.eps, self.momentum, self.small_batch, self.sync = eps, momentum, small_batch, sync
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.update_running = True
+        self.fluctuation: FluctuationMeter | None = None
+        #: the optimizer step, set by the LightningModule for norms with a schedule (a recurrent cell
+        #: calls its norms once per time step, so their own call count is not the step)
+        self.training_step: int | None = None
 
-    def _batch_norm(self, rows: Tensor) -> Tensor:
-        """``nn.BatchNorm1d`` on ``rows[N, C]``: batch statistics in training, running ones in eval."""
-        use_batch = self.training and rows.shape[0] >= 2
-        if self.training and not use_batch and self.small_batch == "error":
-            raise BatchStatisticsError(
-                f"norm={self.name} got {rows.shape[0]} real value per channel in a training batch; "
-                "batch statistics need at least 2: use data.batch_size >= 2 (and sequences longer than "
-                "1 token), or a norm without batch statistics (norm=layer, norm=rms)"
-            )
-        if use_batch:
-            self.num_batches_tracked.add_(1)
-        return F.batch_norm(
-            rows,
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            training=use_batch,
-            momentum=self.momentum,
-            eps=self.eps,
-        )
+    def schedule_step(self) -> int:
+        return self.training_step if self.training_step is not None else int(self.num_batches_tracked)
 
     @property
     def name(self) -> str:
         return next(key for key, cls in NORMS.items() if cls is type(self))
+
+    def _too_few(self, count: int) -> BatchStatisticsError:
+        return BatchStatisticsError(
+            f"norm={self.name} got {count} real value per channel in a training batch; batch statistics "
+            "need at least 2: use data.batch_size >= 2 (and sequences longer than 1 token), "
+            "or a norm without batch statistics (norm=layer, norm=rms)"
+        )
+
+    def _use_batch_stats(self, rows: Tensor) -> bool:
+        """Whether this call normalizes ``rows[N, C]`` with batch statistics (raises when that is required
+        but impossible: fewer than two rows, over all processes when ``sync`` is on)."""
+        if not self.training:
+            return False
+        count = self._global_count(rows) if self.sync else rows.shape[0]
+        if count < 2 and self.small_batch == "error":
+            raise self._too_few(count)
+        return count >= 2
+
+    def _moments(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, biased variance and count of ``rows[N, C]``, over all processes when ``sync`` is on.
+
+        Two passes (sum, then squared deviations from the global mean) keep the variance accurate when
+        the mean is large compared with the spread.
+        """
+        count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
+        mean = all_reduce_sum(rows.sum(0)) / count
+        var = all_reduce_sum((rows - mean).pow(2).sum(0)) / count
+        return mean, var, count
+
+    def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        if not self.update_running:
+            return
+        with torch.no_grad():
+            unbiased = var * (count / (count - 1))
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
+            self.num_batches_tracked.add_(1)
+
+    def _record(self, mean: Tensor | None, var: Tensor, running_mean: Tensor | None, running_var: Tensor) -> None:
+        if self.fluctuation is not None:
+            self.fluctuation.add(mean, var, running_mean, running_var)
+
+    def _normalize_rows(self, rows: Tensor) -> Tensor:
+        """Batch norm of ``rows[N, C]``: ``nn.BatchNorm1d``'s math with the options above."""
+        use_batch = self._use_batch_stats(rows)
+        if use_batch and not self.sync and self.fluctuation is None:
+            # native kernel: exact nn.BatchNorm1d, fused forward and backward
+            running = (self.running_mean, self.running_var) if self.update_running else (None, None)
+            if self.update_running:
+                self.num_batches_tracked.add_(1)
+            return F.batch_norm(rows, *running, self.weight, self.bias, True, self.momentum, self.eps)
+        if not use_batch:
+            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        mean, var, count = self._moments(rows)
+        self._record(mean, var, self.running_mean, self.running_var)
+        self._update_running(mean, var, count)
+        return self._affine((rows - mean) * torch.rsqrt(var + self.eps))
+
+    def _global_count(self, rows: Tensor) -> int:
+        if not distributed_world():
+            return rows.shape[0]
+        count = rows.new_tensor([float(rows.shape[0])])
+        dist.all_reduce(count)
+        return int(count.item())
+
+    def _affine(self, normalized: Tensor) -> Tensor:
+        if self.weight is None:
+            return normalized
+        return normalized * self.weight + self.bias
+
+    def _masked_rows(self, x: Tensor, mask: Tensor | None, normalize) -> Tensor:
+        """Apply ``normalize`` to the real tokens only; padding outputs 0 and gets no gradient."""
+        if mask is None:
+            return normalize(x.reshape(-1, self.num_features)).view_as(x)
+        if mask.shape != x.shape[:-1]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match x shape {tuple(x.shape)}")
+        return x.new_zeros(x.shape).index_put((mask,), normalize(x[mask]).to(x.dtype))
 
 
 class BatchNorm(_BatchStatNorm):
@@ -142,8 +257,8 @@ class BatchNorm(_BatchStatNorm):
     whose statistics drift with the padding share of each batch.
     """
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self._batch_norm(x.reshape(-1, self.num_features)).view_as(x)
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        return self._normalize_rows(x.reshape(-1, self.num_features)).view_as(x)
 
 
 class MaskedBatchNorm(_BatchStatNorm):
@@ -153,13 +268,248 @@ class MaskedBatchNorm(_BatchStatNorm):
     neither the length nor the values of the padding can reach the real tokens.
     """
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        return self._masked_rows(x, mask, self._normalize_rows)
+
+
+class StepBatchNorm(_BatchStatNorm):
+    """Per-time-step batch norm (Cooijmans et al. 2016, "Recurrent Batch Normalization").
+
+    Statistics are taken per time step over the sequences that are real at that step, and separate
+    running statistics are kept for steps ``0 .. max_steps-1``. Past ``max_steps`` the paper reuses
+    the statistics of the last step (``beyond="last"``); ``beyond="error"`` refuses such inputs instead.
+    A step with fewer than two real values uses its running statistics. In a Transformer it is
+    per-position batch norm over ``[B, T, C]``; in a recurrent cell it gets ``x[B, C]`` and ``step``.
+    ``gamma_init=0.1`` is the paper's initialisation of the scale.
+    """
+
+    BEYOND: ClassVar[tuple[str, ...]] = ("last", "error")
+
+    def __init__(
+        self,
+        num_features: int,
+        max_steps: int = 64,
+        beyond: str = "last",
+        gamma_init: float = 1.0,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        small_batch: str = "error",
+        sync: bool = False,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, small_batch, sync)
+        if max_steps < 1:
+            raise ConfigError(f"norm.max_steps={max_steps} is out of range; accepted: an integer >= 1")
+        if beyond not in self.BEYOND:
+            raise ConfigError(f"norm.beyond={beyond!r} is unknown; accepted: {', '.join(self.BEYOND)}")
+        self.max_steps, self.beyond = max_steps, beyond
+        if self.weight is not None:
+            nn.init.constant_(self.weight, gamma_init)
+        self.running_mean = torch.zeros(max_steps, num_features)
+        self.running_var = torch.ones(max_steps, num_features)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        per_step = x.dim() == 2
+        x3 = x[:, None] if per_step else x.reshape(x.shape[0], -1, self.num_features)
         if mask is None:
-            return self._batch_norm(x.reshape(-1, self.num_features)).view_as(x)
-        if mask.shape != x.shape[:-1]:
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match x shape {tuple(x.shape)}")
-        normalized = self._batch_norm(x[mask])
-        return x.new_zeros(x.shape).index_put((mask,), normalized)
+            mask = x.new_ones(x.shape[:-1], dtype=torch.bool)
+        m3 = (mask[:, None] if per_step else mask.reshape(x3.shape[:2]))[..., None].to(x.dtype)
+        x3 = torch.where(m3 > 0, x3, 0.0)  # padding values (even NaN) never enter sums or outputs
+        positions = torch.arange(x3.shape[1], device=x.device) + (step or 0)
+        if self.beyond == "error" and int(positions[-1]) >= self.max_steps:
+            raise BatchStatisticsError(
+                f"norm=batch_step has running statistics for {self.max_steps} steps, got step "
+                f"{int(positions[-1])}; raise norm.max_steps or use norm.beyond=last (reuse the last step's)"
+            )
+        index = positions.clamp(max=self.max_steps - 1)
+        run_mean, run_var = self.running_mean[index], self.running_var[index]  # [T, C]
+        mean, var = run_mean, run_var
+        if self.training:
+            self._use_batch_stats(x3[m3.amax(dim=1).squeeze(-1).bool(), 0])  # one row per real sequence
+            count = all_reduce_sum(m3.sum(0))  # [T, 1]
+            batch_mean = all_reduce_sum((x3 * m3).sum(0)) / count.clamp_min(1)
+            batch_var = all_reduce_sum(((x3 - batch_mean) * m3).pow(2).sum(0)) / count.clamp_min(1)
+            usable = count >= 2
+            mean = torch.where(usable, batch_mean, run_mean)
+            var = torch.where(usable, batch_var, run_var)
+            tracked = usable.squeeze(-1) & (positions < self.max_steps)
+            if tracked.any():
+                self._record(batch_mean[tracked], batch_var[tracked], run_mean[tracked], run_var[tracked])
+                self._update_steps(index[tracked], batch_mean[tracked], batch_var[tracked], count[tracked])
+        out = self._affine((x3 - mean) * torch.rsqrt(var + self.eps)) * m3
+        return out[:, 0] if per_step else out.view_as(x)
+
+    def _update_steps(self, index: Tensor, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        if not self.update_running:
+            return
+        with torch.no_grad():
+            unbiased = var * (count / (count - 1))
+            self.running_mean[index] = torch.lerp(self.running_mean[index], mean.detach(), self.momentum)
+            self.running_var[index] = torch.lerp(self.running_var[index], unbiased.detach(), self.momentum)
+            self.num_batches_tracked.add_(1)
+
+
+class _PowerNormFunction(torch.autograd.Function):
+    """PowerNorm's forward with a given quadratic mean and its approximate backward (Shen et al. 2020, Alg. 1).
+
+    Backward: ``dL/dX = (g - nu * X_hat) / psi`` with ``g = gamma * dL/dY``, then
+    ``nu <- nu * (1 - (1 - alpha) * Gamma) + (1 - alpha) * Lambda`` with ``Gamma = mean(X_hat^2)`` and
+    ``Lambda = mean(X_hat * g)`` over the real tokens (Eq. 8), all-reduced when ``sync`` is on.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, scale, nu, alpha_bwd, update_nu):  # noqa: ANN001
+        x_hat = rows * scale
+        ctx.save_for_backward(x_hat, weight, scale)
+        # nu is read when the backward runs and updated in place there: kept outside save_for_backward
+        ctx.nu, ctx.alpha_bwd, ctx.update_nu = nu, alpha_bwd, update_nu
+        return x_hat * weight + bias
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: ANN001
+        x_hat, weight, scale = ctx.saved_tensors
+        nu = ctx.nu
+        g = grad_y * weight
+        grad_rows = (g - nu * x_hat) * scale
+        if ctx.update_nu:
+            count = all_reduce_sum(grad_y.new_tensor([float(grad_y.shape[0])]))
+            gamma = all_reduce_sum(x_hat.pow(2).sum(0)) / count
+            lam = all_reduce_sum((x_hat * g).sum(0)) / count
+            nu.mul_(1 - (1 - ctx.alpha_bwd) * gamma).add_((1 - ctx.alpha_bwd) * lam)
+        return grad_rows, (grad_y * x_hat).sum(0), grad_y.sum(0), None, None, None, None
+
+
+class PowerNorm(_BatchStatNorm):
+    """PowerNorm (Shen et al. 2020): quadratic-mean normalization with running statistics in the forward pass.
+
+    Training normalizes with the running quadratic mean of earlier batches, ``X / sqrt(psi^2 + eps)``
+    (``psi^2`` starts at 1), then updates ``psi^2 <- alpha_fwd * psi^2 + (1 - alpha_fwd) * mean(X^2)``
+    over real tokens; the backward is the paper's approximation (``_PowerNormFunction``). The first
+    ``warmup_steps`` training steps normalize with the batch's own quadratic mean. No centring.
+    ``running_var`` holds ``psi^2``; ``running_mean`` stays 0.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        alpha_fwd: float = 0.9,
+        alpha_bwd: float = 0.9,
+        warmup_steps: int = 0,
+        eps: float = 1e-5,
+        affine: bool = True,
+        small_batch: str = "error",
+        sync: bool = False,
+    ) -> None:
+        super().__init__(num_features, eps, 1.0 - alpha_fwd, affine, small_batch, sync)
+        self.alpha_bwd, self.warmup_steps = alpha_bwd, warmup_steps
+        self.register_buffer("grad_ema", torch.zeros(num_features))  # nu in the paper
+
+    def _power_rows(self, rows: Tensor) -> Tensor:
+        weight = self.weight if self.weight is not None else rows.new_ones(self.num_features)
+        bias = self.bias if self.bias is not None else rows.new_zeros(self.num_features)
+        if not self._use_batch_stats(rows):
+            return rows * torch.rsqrt(self.running_var + self.eps) * weight + bias
+        count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
+        batch_psi2 = all_reduce_sum(rows.detach().pow(2).sum(0)) / count
+        warming_up = self.schedule_step() < self.warmup_steps
+        psi2 = batch_psi2 if warming_up else self.running_var.clone()
+        self._record(None, batch_psi2, None, self.running_var)
+        if self.update_running:
+            with torch.no_grad():
+                self.running_var.lerp_(batch_psi2, self.momentum)
+                self.num_batches_tracked.add_(1)
+        scale = torch.rsqrt(psi2 + self.eps)
+        return _PowerNormFunction.apply(rows, weight, bias, scale, self.grad_ema, self.alpha_bwd, self.update_running)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        return self._masked_rows(x, mask, self._power_rows)
+
+
+class BatchRenorm(_BatchStatNorm):
+    """Batch Renormalization (Ioffe 2017), masked: batch statistics corrected towards the running ones.
+
+    ``x_hat = (x - mu_B) / sigma_B * r + d`` with ``r = clip(sigma_B / sigma, 1/r_max, r_max)`` and
+    ``d = clip((mu_B - mu) / sigma, -d_max, d_max)``, both treated as constants in the backward.
+    As in the paper, ``r_max = 1, d_max = 0`` (plain batch norm) for the first ``warmup_steps`` steps,
+    then relaxed linearly to ``r_max`` over ``r_max_steps`` and to ``d_max`` over ``d_max_steps``.
+    Running statistics are the moving averages of mean and (unbiased) variance, as in batch norm.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        r_max: float = 3.0,
+        d_max: float = 5.0,
+        warmup_steps: int = 100,
+        r_max_steps: int = 400,
+        d_max_steps: int = 250,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        small_batch: str = "error",
+        sync: bool = False,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, small_batch, sync)
+        if r_max < 1 or d_max < 0:
+            raise ConfigError(f"norm.r_max={r_max}, norm.d_max={d_max} out of range; accepted: r_max >= 1, d_max >= 0")
+        self.r_max, self.d_max = r_max, d_max
+        self.warmup_steps, self.r_max_steps, self.d_max_steps = warmup_steps, r_max_steps, d_max_steps
+
+    def clip_limits(self, step: int) -> tuple[float, float]:
+        """``(r_max, d_max)`` in force at training step ``step`` (the relaxation schedule)."""
+
+        def progress(steps: int) -> float:
+            return min(1.0, max(0.0, (step - self.warmup_steps) / max(1, steps)))
+
+        return 1.0 + (self.r_max - 1.0) * progress(self.r_max_steps), self.d_max * progress(self.d_max_steps)
+
+    def _renorm_rows(self, rows: Tensor) -> Tensor:
+        if not self._use_batch_stats(rows):
+            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        mean, var, count = self._moments(rows)
+        r_max, d_max = self.clip_limits(self.schedule_step())
+        batch_std = torch.sqrt(var + self.eps)
+        running_std = torch.sqrt(self.running_var + self.eps)
+        r = (batch_std.detach() / running_std).clamp(1.0 / r_max, r_max)
+        d = ((mean.detach() - self.running_mean) / running_std).clamp(-d_max, d_max)
+        self._record(mean, var, self.running_mean, self.running_var)
+        normalized = (rows - mean) / batch_std * r + d
+        self._update_running(mean, var, count)
+        return self._affine(normalized)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        return self._masked_rows(x, mask, self._renorm_rows)
+
+
+class FluctuationMeter:
+    """Accumulates the distance of batch statistics from running ones (PowerNorm §3), per norm layer.
+
+    Distances are root-mean-square over channels (``||a - b||_2 / sqrt(C)``) so layers of different
+    width compare; the mean distance is absent for norms without centring (PowerNorm).
+    """
+
+    def __init__(self) -> None:
+        self.mean_dist = 0.0
+        self.var_dist = 0.0
+        self.calls = 0
+        self.has_mean = False
+
+    @torch.no_grad()
+    def add(self, mean: Tensor | None, var: Tensor, running_mean: Tensor | None, running_var: Tensor) -> None:
+        width = var.shape[-1]
+        if mean is not None and running_mean is not None:
+            self.mean_dist += float((mean.float() - running_mean.float()).pow(2).sum(-1).div(width).sqrt().mean())
+            self.has_mean = True
+        self.var_dist += float((var.float() - running_var.float()).pow(2).sum(-1).div(width).sqrt().mean())
+        self.calls += 1
+
+    def result(self) -> dict[str, float]:
+        if not self.calls:
+            return {}
+        out = {"var_dist": self.var_dist / self.calls}
+        if self.has_mean:
+            out["mean_dist"] = self.mean_dist / self.calls
+        return out
 
 
 #: every norm selectable as ``norm=<name>``
@@ -167,8 +517,13 @@ NORMS: dict[str, type[SequenceNorm]] = {
     "none": NoNorm,
     "batch": BatchNorm,
     "batch_masked": MaskedBatchNorm,
+    "batch_step": StepBatchNorm,
+    "power": PowerNorm,
+    "batch_renorm": BatchRenorm,
     "layer": LayerNorm,
     "rms": RMSNorm,
+    "group": GroupNorm,
+    "scale": ScaleNorm,
 }
 
 
