@@ -86,10 +86,12 @@ MODELS = ["transformer", "lstm", "gru"]
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("norm", ["none", "layer", "rms", "batch_masked"])
+@pytest.mark.parametrize(
+    "norm", ["none", "layer", "rms", "group", "scale", "batch_masked", "batch_step", "power", "batch_renorm"]
+)
 @pytest.mark.parametrize("training", [True, False])
 def test_extra_padding_never_changes_real_token_outputs(kind: str, norm: str, training: bool) -> None:
-    model = _encoder(kind, norm).train(training)
+    model = _encoder(kind, {"name": "group", "groups": 2} if norm == "group" else norm).train(training)
     fresh = copy.deepcopy(model)  # a training call updates running statistics: compare from one state
     tokens, mask = _tokens([5, 2, 4], 5)
     short = model(tokens, mask)[mask]
@@ -99,9 +101,9 @@ def test_extra_padding_never_changes_real_token_outputs(kind: str, norm: str, tr
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("norm", ["layer", "rms", "none"])
+@pytest.mark.parametrize("norm", ["layer", "rms", "none", "group", "scale"])
 def test_batch_mates_never_change_an_example_for_per_token_norms(kind: str, norm: str) -> None:
-    model = _encoder(kind, norm).train()
+    model = _encoder(kind, {"name": "group", "groups": 2} if norm == "group" else norm).train()
     tokens, mask = _tokens([6, 3, 5], 6, seed=1)
     other, other_mask = _tokens([6, 2, 4], 6, seed=2)
     alone = model(tokens[:1], mask[:1])
@@ -160,7 +162,7 @@ def test_recurrent_batch_norm_with_one_sequence_is_a_clear_error(kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("norm", ["batch", "batch_masked"])
+@pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step", "power", "batch_renorm"])
 def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -> None:
     model = _encoder(kind, norm).train()
     tokens, mask = _tokens([7, 1, 3, 2], 7)
@@ -168,3 +170,14 @@ def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -
     out[mask].sum().backward()
     assert torch.isfinite(out).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_cells_give_per_step_norms_their_time_step(kind: str) -> None:
+    """batch_step inside a cell keeps running statistics for exactly the steps it saw (Cooijmans et al.)."""
+    model = _encoder(kind, {"name": "batch_step", "max_steps": 10}).train()
+    tokens, mask = _tokens([6, 4, 6], 6)
+    model(tokens, mask)
+    layer = model.layers[0]
+    updated = (layer.norm_hidden.running_mean != 0).any(dim=1)
+    assert updated[:6].all() and not updated[6:].any()

@@ -512,6 +512,17 @@ class FluctuationMeter:
         return out
 
 
+def batch_stat_norms(model: nn.Module) -> list[tuple[str, _BatchStatNorm]]:
+    """The batch-statistic norm layers of a model, with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchStatNorm)]
+
+
+def set_training_step(model: nn.Module, step: int) -> None:
+    """Tell every batch-statistic norm the optimizer step (drives the PowerNorm / Batch Renorm schedules)."""
+    for _, norm in batch_stat_norms(model):
+        norm.training_step = step
+
+
 #: every norm selectable as ``norm=<name>``
 NORMS: dict[str, type[SequenceNorm]] = {
     "none": NoNorm,

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.errors import ConfigError
+from normbench.norms import set_training_step
 
 
 def masked_mean(features: Tensor, mask: Tensor) -> Tensor:
@@ -68,6 +69,9 @@ class SequenceClassifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(target))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        set_training_step(self.encoder, self.global_step)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")

@@ -45,7 +45,7 @@ class _NormRecurrentLayer(nn.Module):
         return projected, False
 
     def _input_gates(self, projected: Tensor, already_normed: bool, t: int, step_mask: Tensor) -> Tensor:
-        return projected[:, t] if already_normed else self.norm_input(projected[:, t], step_mask)
+        return projected[:, t] if already_normed else self.norm_input(projected[:, t], step_mask, step=t)
 
 
 class NormLSTMLayer(_NormRecurrentLayer):
@@ -70,12 +70,12 @@ class NormLSTMLayer(_NormRecurrentLayer):
             step_mask = mask[:, t]
             gates = (
                 self._input_gates(projected, normed, t, step_mask)
-                + self.norm_hidden(self.hidden_proj(h), step_mask)
+                + self.norm_hidden(self.hidden_proj(h), step_mask, step=t)
                 + self.bias
             )
             i, f, g, o = gates.chunk(4, dim=-1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask))
+            h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask, step=t))
             keep = step_mask[:, None]
             c = torch.where(keep, c_new, c)
             h = torch.where(keep, h_new, h)
@@ -101,7 +101,7 @@ class NormGRULayer(_NormRecurrentLayer):
         for t in range(length):
             step_mask = mask[:, t]
             from_input = self._input_gates(projected, normed, t, step_mask) + self.input_bias
-            from_hidden = self.norm_hidden(self.hidden_proj(h), step_mask) + self.hidden_bias
+            from_hidden = self.norm_hidden(self.hidden_proj(h), step_mask, step=t) + self.hidden_bias
             r_x, z_x, n_x = from_input.chunk(3, dim=-1)
             r_h, z_h, n_h = from_hidden.chunk(3, dim=-1)
             r = torch.sigmoid(r_x + r_h)
