@@ -20,3 +20,7 @@ class DataError(NormbenchError, ValueError):
 
 class BatchStatisticsError(NormbenchError, ValueError):
     """A batch-statistic norm got too few real values per channel to compute a variance."""
+
+
+class NonFiniteError(NormbenchError, FloatingPointError):
+    """The loss or a gradient became NaN/inf; the message names the step and the layer."""

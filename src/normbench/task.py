@@ -82,6 +82,21 @@ class SequenceClassifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    @torch.no_grad()
+    def evaluate(self, loader, min_batch: int = 1) -> dict[str, float]:
+        """Accuracy and mean loss over a loader in the module's current mode (the instruments call it in
+        eval mode and in batch-statistics mode); batches with fewer than ``min_batch`` examples are skipped."""
+        correct, loss_sum, seen = 0, 0.0, 0
+        for tokens, mask, target in loader:
+            if len(target) < min_batch:
+                continue
+            tokens, mask, target = tokens.to(self.device), mask.to(self.device), target.to(self.device)
+            logits = self(tokens, mask)
+            correct += int((logits.argmax(-1) == target).sum())
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            seen += len(target)
+        return {"acc": correct / max(seen, 1), "loss": loss_sum / max(seen, 1)}
+
     def configure_optimizers(self):
         """AdamW (no decay on norms, biases and embeddings) with a per-step warm-up + cosine schedule."""
         decay, no_decay = [], []

@@ -16,6 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from normbench.errors import NormbenchError
 from normbench.results import RESULTS_FILE, git_commit, library_versions, write_json_atomic
 
+#: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
+INSTRUMENT_PREFIXES = (
+    "stats/",
+    "probe/",
+    "grad_norm/",
+    "val/acc_batch_stats",
+    "val/loss_batch_stats",
+    "val/train_eval",
+)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -61,7 +70,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")] + list(cfg.tags)
     logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
-    callbacks = [RichProgressBar()] + ([LearningRateMonitor("step")] if logger else [])
+    instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [RichProgressBar(), *instruments] + ([LearningRateMonitor("step")] if logger else [])
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
@@ -70,6 +80,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         enable_checkpointing=False,
     )
     trainer.fit(module, datamodule=datamodule)
+    final_logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
     metrics: dict[str, float] = {}
     for results in (
         trainer.validate(module, datamodule, verbose=False),
@@ -78,6 +89,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         metrics.update({k: float(v) for k, v in results[0].items()})
     return {
         "metrics": metrics,
+        "instruments": final_logged,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "num_params": sum(p.numel() for p in module.parameters()),

@@ -136,6 +136,7 @@ class RecurrentEncoder(nn.Module):
         if cell not in CELLS:
             raise ConfigError(f"unknown model.cell {cell!r}; accepted: {', '.join(CELLS)}")
         self.output_dim = hidden_size
+        self.causal = True  # a recurrence only sees the past
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         sizes = [embed_dim] + [hidden_size] * num_layers
         self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))

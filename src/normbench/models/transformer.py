@@ -35,13 +35,13 @@ class SelfAttention(nn.Module):
         self.n_heads = n_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.dropout = dropout
+        self.attn_dropout = nn.Dropout(dropout)  # a module, so switching dropout off by module type reaches it
 
     def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout.p if self.attn_dropout.training else 0.0
         )
         return self.out(y.transpose(1, 2).reshape(batch, length, dim))
 

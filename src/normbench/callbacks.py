@@ -1,0 +1,189 @@
+"""Instruments as Lightning callbacks (enabled from `conf/callbacks/`), logged to every configured logger.
+
+- ``BatchStatFluctuation``: distance of each batch's mean/variance from the running ones (PowerNorm §3).
+- ``TrainEvalGap``: validation metrics with running statistics (eval mode) and with batch statistics.
+- ``BatchPartnerDependence``: how much an example's output moves when its batch mates change.
+- ``CausalLeakProbe``: in causal models, how much the past moves when a future token changes.
+- ``GradNormMonitor`` and ``NonFiniteGuard``: gradient norms per layer, and a stop with one line
+  naming the step and the layer when the loss or a gradient stops being finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from normbench.errors import NonFiniteError
+from normbench.norms import FluctuationMeter, batch_stat_norms
+from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
+
+
+def _val_loader(trainer: L.Trainer):
+    loaders = trainer.val_dataloaders
+    return loaders[0] if isinstance(loaders, list | tuple) else loaders
+
+
+def _pad_id(pl_module: L.LightningModule) -> int:
+    embed = getattr(pl_module.encoder, "embed", None)
+    return int(embed.padding_idx) if embed is not None and embed.padding_idx is not None else 0
+
+
+class BatchStatFluctuation(Callback):
+    """Every ``every_n_steps`` training steps, log per norm layer the RMS distance of the batch mean and
+    variance from the running ones (``stats/<layer>/mean_dist``, ``.../var_dist``) and their layer
+    average (``stats/mean_dist``, ``stats/var_dist``). Silent for norms without batch statistics."""
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = every_n_steps
+        self._meters: dict[str, FluctuationMeter] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        if trainer.global_step % self.every_n_steps == 0:
+            for name, norm in batch_stat_norms(pl_module):
+                norm.fluctuation = self._meters.setdefault(name, FluctuationMeter())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        if not self._meters:
+            return
+        metrics: dict[str, float] = {}
+        per_kind: dict[str, list[float]] = {}
+        for name, norm in batch_stat_norms(pl_module):
+            norm.fluctuation = None
+            for kind, value in self._meters.get(name, FluctuationMeter()).result().items():
+                metrics[f"stats/{name}/{kind}"] = value
+                per_kind.setdefault(kind, []).append(value)
+        metrics.update({f"stats/{kind}": sum(v) / len(v) for kind, v in per_kind.items()})
+        self._meters = {}
+        if metrics:
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch[-1]))
+
+
+class TrainEvalGap(Callback):
+    """After each validation epoch, evaluate again with batch statistics (train-mode norms, no update
+    of running statistics, no dropout) and log ``val/acc_batch_stats``, ``val/loss_batch_stats`` and
+    ``val/train_eval_gap`` (= acc with batch statistics - acc with running statistics) beside
+    ``val/acc``. For norms without batch statistics the two passes agree and the gap is 0."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        eval_mode = pl_module.evaluate(_val_loader(trainer))
+        with batch_statistics_mode(pl_module):
+            batch_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
+        pl_module.log_dict(
+            {
+                "val/acc_batch_stats": batch_mode["acc"],
+                "val/loss_batch_stats": batch_mode["loss"],
+                "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
+            }
+        )
+
+
+class BatchPartnerDependence(Callback):
+    """After each validation epoch: a fixed probe of ``probe_size`` validation examples is run with
+    ``partner_sets`` different sets of training examples as batch mates (batch-statistics mode); logs
+    ``probe/partner_dependence``, the mean standard deviation of the probe's logits across those sets."""
+
+    def __init__(self, probe_size: int = 8, partner_sets: int = 4, partners: int = 24, seed: int = 0) -> None:
+        self.probe_size, self.partner_sets, self.partners, self.seed = probe_size, partner_sets, partners, seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        val = _val_loader(trainer)
+        # outside fit (trainer.validate) the trainer holds no train loader: ask the datamodule
+        train = trainer.train_dataloader or trainer.datamodule.train_dataloader()
+        generator = torch.Generator().manual_seed(self.seed)
+        probe = val.collate_fn([val.dataset[i] for i in range(min(self.probe_size, len(val.dataset)))])
+        sets = []
+        for _ in range(self.partner_sets):
+            picks = torch.randperm(len(train.dataset), generator=generator)[: self.partners].tolist()
+            sets.append(train.collate_fn([train.dataset[i] for i in picks])[:2])
+        with batch_statistics_mode(pl_module):
+            value = partner_dependence(pl_module, probe[:2], sets, pad_id=_pad_id(pl_module))
+        pl_module.log("probe/partner_dependence", value)
+
+
+class CausalLeakProbe(Callback):
+    """For causal models (recurrent encoders, ``model.causal=true`` Transformers): after each validation
+    epoch, change the token at ``position + offset`` in ``probe_size`` unpadded validation sequences and
+    log ``probe/causal_leak``, the largest change of the features at positions ``<= position`` in
+    batch-statistics mode. 0 for per-token norms; batch norm over the time axis leaks the future."""
+
+    def __init__(self, position: int = 8, offset: int = 4, probe_size: int = 16) -> None:
+        self.position, self.offset, self.probe_size = position, offset, probe_size
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        encoder = pl_module.encoder
+        if trainer.sanity_checking or not getattr(encoder, "causal", False):
+            return
+        length = self.position + self.offset + 1
+        val = _val_loader(trainer)
+        long_enough = [val.dataset[i] for i in range(len(val.dataset)) if len(val.dataset[i][0]) >= length]
+        if len(long_enough) < 2:
+            return
+        tokens = torch.stack([ids[:length] for ids, _ in long_enough[: self.probe_size]]).to(pl_module.device)
+        with batch_statistics_mode(pl_module):
+            leak = causal_leak(encoder, tokens, self.position, self.offset, encoder.embed.num_embeddings)
+        pl_module.log("probe/causal_leak", leak)
+
+
+class GradNormMonitor(Callback):
+    """Every ``every_n_steps`` steps, log the gradient 2-norm of each layer (parameters grouped by the
+    first ``depth`` parts of their names) as ``grad_norm/<layer>`` and of all parameters as ``grad_norm/total``."""
+
+    def __init__(self, every_n_steps: int = 25, depth: int = 3) -> None:
+        self.every_n_steps, self.depth = every_n_steps, depth
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if trainer.global_step % self.every_n_steps:
+            return
+        squares: dict[str, Tensor] = {}
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None:
+                layer = ".".join(name.split(".")[: self.depth])
+                squares[layer] = squares.get(layer, 0.0) + param.grad.detach().float().pow(2).sum()
+        if squares:
+            metrics = {f"grad_norm/{k}": v.sqrt() for k, v in squares.items()}
+            metrics["grad_norm/total"] = torch.stack(list(squares.values())).sum().sqrt()
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+
+
+class NonFiniteGuard(Callback):
+    """Stop before a NaN/inf reaches the weights: a non-finite loss or gradient raises ``NonFiniteError``
+    with one line naming the step and the layer (the first module whose output is non-finite on the
+    same batch, or the first parameter with a non-finite gradient). The optimizer step is not taken."""
+
+    def __init__(self) -> None:
+        self._batch: Any = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        self._batch = batch
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        if torch.isfinite(loss).all():
+            return
+        tokens, mask = self._batch[0], self._batch[1]
+        with batch_statistics_mode(pl_module):
+            layer = first_non_finite_module(pl_module, lambda: pl_module(tokens, mask))
+        where = f"first non-finite output in layer {layer}" if layer else "the model's outputs are finite"
+        raise NonFiniteError(
+            f"non-finite loss ({loss.item()}) at step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"batch {self._batch_index(trainer)}): {where}; try a lower optim.lr or another norm"
+        )
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, param in pl_module.named_parameters():
+            if param.grad is not None and not torch.isfinite(param.grad).all():
+                raise NonFiniteError(
+                    f"non-finite gradient at step {trainer.global_step} (epoch {trainer.current_epoch}) "
+                    f"in layer {name}; try a lower optim.lr, trainer.gradient_clip_val, or another norm"
+                )
+
+    @staticmethod
+    def _batch_index(trainer: L.Trainer) -> int:
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1

@@ -1,0 +1,154 @@
+"""The instruments: exact invariances of the probes, and every instrument's metrics in a real training run."""
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from normbench.callbacks import (
+    BatchPartnerDependence,
+    BatchStatFluctuation,
+    CausalLeakProbe,
+    GradNormMonitor,
+    NonFiniteGuard,
+    TrainEvalGap,
+)
+from normbench.data.mr import MRPolarityDataModule
+from normbench.errors import NonFiniteError
+from normbench.models.rnn import RecurrentEncoder
+from normbench.models.transformer import TransformerEncoder
+from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
+from normbench.task import SequenceClassifier
+
+VOCAB = 40
+
+
+def _transformer(norm, causal: bool = False) -> TransformerEncoder:
+    torch.manual_seed(0)
+    return TransformerEncoder(VOCAB, norm, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.1, causal=causal)
+
+
+def _batch(n: int, length: int, seed: int, ragged: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(2, VOCAB, (n, length), generator=gen)
+    lengths = torch.randint(2, length + 1, (n,), generator=gen) if ragged else torch.full((n,), length)
+    mask = torch.arange(length)[None] < lengths[:, None]
+    return tokens.masked_fill(~mask, 0), mask
+
+
+def test_batch_statistics_mode_changes_nothing_it_touches() -> None:
+    model = _transformer("batch_masked").eval()
+    state = copy.deepcopy(model.state_dict())
+    with batch_statistics_mode(model):
+        assert model.training and not model.blocks[0].drop.training
+        model(*_batch(4, 6, 0))
+    assert not model.training and all(n.update_running for n in [model.blocks[0].norm1, model.final_norm])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize(
+    ("norm", "dependent"), [("layer", False), ("rms", False), ("batch_masked", True), ("batch", True)]
+)
+@pytest.mark.parametrize("family", ["transformer", "lstm"])
+def test_partner_dependence_is_zero_exactly_for_per_token_norms(norm: str, dependent: bool, family: str) -> None:
+    torch.manual_seed(0)
+    model = _transformer(norm) if family == "transformer" else RecurrentEncoder(VOCAB, norm, hidden_size=16)
+    probe = _batch(3, 5, seed=0)
+    partners = [_batch(5, length, seed=s) for s, length in [(1, 4), (2, 7), (3, 6)]]
+    with batch_statistics_mode(model):
+        value = partner_dependence(model, probe, partners)
+    assert value > 1e-4 if dependent else value == 0.0
+
+
+@pytest.mark.parametrize(("norm", "leaks"), [("layer", False), ("rms", False), ("batch_step", False), ("batch", True)])
+def test_causal_leak_probe_in_a_causal_transformer(norm: str, leaks: bool) -> None:
+    """Per-token norms and per-position batch norm keep the past intact; batch norm over time does not."""
+    model = _transformer(norm, causal=True)
+    tokens, _ = _batch(6, 10, seed=4, ragged=False)
+    with batch_statistics_mode(model):
+        leak = causal_leak(model, tokens, position=4, offset=3, vocab_size=VOCAB)
+    assert leak > 1e-4 if leaks else leak == 0.0
+
+
+def test_first_non_finite_module_names_the_layer() -> None:
+    model = _transformer("layer")
+    with torch.no_grad():
+        model.blocks[1].ff[0].weight[0, 0] = float("nan")
+    found = first_non_finite_module(model, lambda: model(*_batch(2, 5, 0)))
+    assert found == "blocks.1.ff.0 (Linear)"
+    assert first_non_finite_module(_transformer("layer"), lambda: model(*_batch(2, 5, 0))) is None
+
+
+class _PoisonWeights(L.Callback):
+    """Puts a NaN into a norm's weight before the given step, as a diverging run would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.encoder.blocks[0].norm2.weight.fill_(float("nan"))
+
+
+def _fit(mr_file: Path, tmp_path: Path, encoder, callbacks, epochs: int = 2) -> L.Trainer:
+    torch.manual_seed(0)
+    dm = MRPolarityDataModule(path=str(mr_file), cache_dir=str(tmp_path), batch_size=16, vocab_size=300)
+    dm.prepare_data()
+    dm.setup("fit")
+    module = SequenceClassifier(encoder(dm.vocab_size), dm.num_classes, lr=3e-3)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def _instruments():
+    return [
+        BatchStatFluctuation(every_n_steps=5),
+        TrainEvalGap(),
+        BatchPartnerDependence(),
+        CausalLeakProbe(position=3, offset=2),
+        GradNormMonitor(every_n_steps=5),
+        NonFiniteGuard(),
+    ]
+
+
+@pytest.mark.slow
+def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path: Path) -> None:
+    trainer = _fit(mr_file, tmp_path, lambda v: RecurrentEncoder(v, "batch_masked", hidden_size=32), _instruments())
+    logged = trainer.callback_metrics
+    for key in ["stats/mean_dist", "stats/var_dist", "stats/encoder.layers.0.norm_cell/var_dist", "grad_norm/total"]:
+        assert float(logged[key]) > 0, key
+    assert float(logged["probe/partner_dependence"]) > 0
+    assert float(logged["probe/causal_leak"]) == 0.0  # per-step statistics never see the future
+    gap = float(logged["val/acc_batch_stats"]) - float(logged["val/acc"])
+    assert float(logged["val/train_eval_gap"]) == pytest.approx(gap, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_layer_norm_run_has_no_gap_no_partner_dependence_and_no_fluctuation(mr_file: Path, tmp_path: Path) -> None:
+    trainer = _fit(mr_file, tmp_path, lambda v: _transformer_for(v, "layer"), _instruments(), epochs=1)
+    logged = trainer.callback_metrics
+    assert float(logged["val/train_eval_gap"]) == 0.0 and float(logged["probe/partner_dependence"]) == 0.0
+    assert "stats/mean_dist" not in logged and "probe/causal_leak" not in logged  # no batch stats; not causal
+
+
+def _transformer_for(vocab: int, norm) -> TransformerEncoder:
+    return TransformerEncoder(vocab, norm, d_model=32, n_heads=2, n_layers=1, d_ff=64)
+
+
+@pytest.mark.slow
+def test_non_finite_guard_stops_with_step_and_layer(mr_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteError, match=r"non-finite loss \(nan\) at step 3 .*layer encoder.blocks.0.norm2"):
+        _fit(mr_file, tmp_path, lambda v: _transformer_for(v, "layer"), [NonFiniteGuard(), _PoisonWeights(3)])
