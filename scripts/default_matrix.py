@@ -1,4 +1,4 @@
-"""Run the default task once per model x norm, as a user would, and print wall time and accuracy.
+"""Run the default task once per model x norm, as a user would: wall time, accuracy, instruments.
 
     python scripts/default_matrix.py [--models transformer,lstm,gru] [--norms none,batch,...] [extra overrides]
 
@@ -15,6 +15,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: accuracy and the instruments' final values (normbench.callbacks), as results.json holds them
+COLUMNS = [
+    "val/acc",
+    "test/acc",
+    "val/acc_batch_stats",
+    "val/train_eval_gap",
+    "probe/partner_dependence",
+    "probe/causal_leak",
+    "stats/mean_dist",
+    "stats/var_dist",
+    "grad_norm/total",
+]
 
 
 def main() -> None:
@@ -33,14 +45,16 @@ def main() -> None:
             proc = subprocess.run(cmd + overrides, capture_output=True, text=True)
             wall = time.perf_counter() - start
             results_file = run_dir / "results.json"
-            metrics = json.loads(results_file.read_text()).get("metrics", {}) if results_file.exists() else {}
+            record = json.loads(results_file.read_text()) if results_file.exists() else {}
+            metrics = {**record.get("instruments", {}), **record.get("metrics", {})}
             status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
-            rows.append((model, norm, metrics.get("val/acc"), metrics.get("test/acc"), wall, status))
+            rows.append((model, norm, [metrics.get(k) for k in COLUMNS], wall, status))
             print(f"{model:12s} {norm:13s} val/acc={metrics.get('val/acc')} wall={wall:.1f}s {status}", flush=True)
-    print("\n| model | norm | val acc | test acc | wall s (process) | status |\n|---|---|---|---|---|---|")
-    for model, norm, val, test, wall, status in rows:
-        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
-        print(f"| {model} | {norm} | {fmt(val)} | {fmt(test)} | {wall:.1f} | {status} |")
+    print("\n| model | norm | " + " | ".join(COLUMNS) + " | wall s (process) | status |")
+    print("|---" * (len(COLUMNS) + 4) + "|")
+    for model, norm, values, wall, status in rows:
+        cells = " | ".join(f"{v:.4f}" if v is not None else "-" for v in values)
+        print(f"| {model} | {norm} | {cells} | {wall:.1f} | {status} |")
 
 
 if __name__ == "__main__":
