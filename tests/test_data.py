@@ -390,7 +390,27 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_hydra_config_instantiates(snippets: Path):
     cfg = OmegaConf.load(ROOT / "conf" / "data" / "mr.yaml")
     cfg.path = str(snippets)
+    cfg.shuffle_seed = 3  # in the full config, ${seed}
     dm = instantiate(cfg)
     assert isinstance(dm, MRPolarityDataModule) and dm.batch_size == 64 and dm.split == (0.8, 0.1, 0.1)
     dm.setup()
     assert dm.num_classes == 2
+
+
+def test_training_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch() -> None:
+    from normbench.data.sampling import ResumableRandomSampler
+
+    sampler = ResumableRandomSampler(20, seed=5)
+    torch.manual_seed(0)
+    first = list(sampler)
+    torch.manual_seed(1)  # the global RNG (model init, dropout) never changes the order
+    assert list(sampler) == first and sorted(first) == list(range(20))
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first and ResumableRandomSampler(20, seed=6).order(0) != first
+    sampler.resume_at(1, 8)
+    assert list(sampler) == second[8:]
+    assert list(sampler) == second  # the skip applies once
+    sampler.resume_at(0, 8)
+    assert list(sampler) == second  # only in the epoch it was saved in
+    assert len(sampler) == 20

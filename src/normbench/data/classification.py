@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from normbench.data.collate import pad_collate
+from normbench.data.sampling import ResumableRandomSampler
 from normbench.data.tokenizer import KINDS, PAD, UNK, load_or_train_tokenizer, texts_fingerprint
 from normbench.errors import ConfigError, DataError
 
@@ -88,8 +89,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         drop_last: bool = False,
         cache_dir: str | None = None,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
+        self.shuffle_seed = shuffle_seed
+        self.train_sampler: ResumableRandomSampler | None = None
+        self._resume_state: dict[str, int] | None = None
         self.batch_size = _positive_int("batch_size", batch_size)
         self.max_len = _positive_int("max_len", max_len)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
@@ -153,25 +158,42 @@ class TextClassificationDataModule(L.LightningDataModule):
             out.append((torch.tensor(ids, dtype=torch.long), int(label)))
         return out
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, sampler: ResumableRandomSampler | None = None) -> DataLoader:
         return DataLoader(
             self._require()[split],  # type: ignore[arg-type]
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=self.drop_last and train,
+            sampler=sampler,
+            drop_last=self.drop_last and sampler is not None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=partial(pad_collate, pad_id=self.pad_id),
+            # a private generator: creating an iterator never draws from the global RNG (dropout's)
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        self.train_sampler = ResumableRandomSampler(len(self._require()["train"]), self.shuffle_seed)
+        if self._resume_state is not None:
+            epoch, batches = self._resume_state["epoch"], self._resume_state["batches_done"]
+            self.train_sampler.resume_at(epoch, batches * self.batch_size)
+            self._resume_state = None
+        return self._loader("train", self.train_sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the epoch, saved in checkpoints so a resumed run skips what was done."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_state = dict(state) if state else None
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._loader("test")
 
     # --- what the model and the results need ---------------------------------------------------
     def _require(self) -> dict[str, Encoded]:

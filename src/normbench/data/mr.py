@@ -40,6 +40,7 @@ class MRPolarityDataModule(TextClassificationDataModule):
         split_seed: int = 0,
         num_workers: int = 0,
         drop_last: bool = False,
+        shuffle_seed: int = 0,
         name: str = "mr",  # the config's label for results; not used here
     ) -> None:
         super().__init__(
@@ -52,6 +53,7 @@ class MRPolarityDataModule(TextClassificationDataModule):
             num_workers=num_workers,
             drop_last=drop_last,
             cache_dir=cache_dir,
+            shuffle_seed=shuffle_seed,
         )
         self.path = Path(path).expanduser() if path else None
 
