@@ -1,30 +1,17 @@
 """End to end through the real CLI: `python train.py ...` in a subprocess, on a fixture file, W&B offline."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli import train
 from wandb_files import offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-FAST = ["trainer.max_epochs=4", "data.batch_size=16", "data.vocab_size=300", "optim.lr=3e-3"]
-
-
-def train(args: list[str], tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
-    env["NORMBENCH_CACHE"] = str(tmp_path / "cache")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+FAST = ["trainer.max_epochs=6", "data.batch_size=16", "data.vocab_size=300", "optim.lr=3e-3"]
 
 
 def offline_runs(job_dir: Path) -> list[Path]:

@@ -70,6 +70,11 @@ class SequenceClassifier(L.LightningModule):
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record what was trained (model, norm, data and their configs) so a resume can refuse a mismatch."""
+        if getattr(self, "run_identity", None) is not None:
+            checkpoint["normbench"] = self.run_identity
+
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         set_training_step(self.encoder, self.global_step)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -46,14 +47,36 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records about its run, and what a resume must match."""
+    return {
+        **{k: summary[k] for k in ("model", "norm", "data")},
+        "model_config": OmegaConf.to_container(cfg.model, resolve=True),
+        "norm_config": OmegaConf.to_container(cfg.norm, resolve=True),
+    }
+
+
 def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Train, then validate and test the final weights; returns the results record's run-specific part."""
+    """Train (or continue a killed run), then validate and test the final weights; returns the results
+    record's run-specific part."""
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
+    from normbench.checkpointing import (
+        check_checkpoint,
+        checkpoint_callbacks,
+        resume_checkpoint,
+        silence_mid_epoch_resume_warning,
+    )
     from normbench.loggers import build_logger
     from normbench.task import SequenceClassifier
+
+    identity = run_identity(cfg, summary)
+    ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, identity)
+        silence_mid_epoch_resume_warning()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -65,21 +88,23 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         pad_id=datamodule.pad_id,
     )
-    module = SequenceClassifier(encoder, datamodule.num_classes, **cfg.optim)
+    module = SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
+    module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")] + list(cfg.tags)
     logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks = [RichProgressBar(), *instruments] + ([LearningRateMonitor("step")] if logger else [])
+    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)
+    callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=logger if logger else False,
         callbacks=callbacks,
-        enable_checkpointing=False,
+        enable_checkpointing=bool(checkpoints),
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     final_logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
     metrics: dict[str, float] = {}
     for results in (
@@ -92,6 +117,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         "instruments": final_logged,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
         "num_params": sum(p.numel() for p in module.parameters()),
         "data_stats": datamodule.stats(),
     }
@@ -113,6 +139,10 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run_summary(cfg)
+    finished = _finished_record(run_dir) if cfg.resume else None
+    if finished is not None:  # resuming a sweep: jobs that completed keep their results
+        print(f"{_format_summary(finished)} (finished earlier; resume=true keeps it)", flush=True)
+        return finished
     record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
     try:
         record.update(fit_and_evaluate(cfg, run_dir, summary))
@@ -131,6 +161,14 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(run_dir / RESULTS_FILE, record)
     print(_format_summary(record), flush=True)
     return record
+
+
+def _finished_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((run_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("status") == "ok" else None
 
 
 def _task_reporting_user_errors(cfg: DictConfig) -> dict[str, Any] | None:

@@ -1,0 +1,114 @@
+"""Checkpoints that survive SIGKILL and resume into the run that would have happened without it.
+
+A resumed run equals the uninterrupted one because three things come back with the weights: the
+training order (the datamodule's position in the epoch, see `normbench.data.sampling`), the random
+state that dropout draws from (`RandomStateCheckpoint`), and the optimizer/scheduler/loop state
+(Lightning). Files are written to a temporary name and renamed, so a kill never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+from weakref import proxy
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from normbench.errors import ConfigError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+#: the run facts a checkpoint records and a resume must match
+IDENTITY_KEYS = ("model", "norm", "data", "model_config", "norm_config")
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files appear whole or not at all (temporary file, then rename)."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        partial = f"{filepath}.partial"
+        trainer.save_checkpoint(partial, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+class RandomStateCheckpoint(Callback):
+    """Keeps the RNG states (torch CPU and CUDA, Python) in every checkpoint and restores them on resume,
+    so the dropout masks after a resume are the ones the uninterrupted run drew."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def silence_mid_epoch_resume_warning() -> None:
+    """Lightning warns that a mid-epoch resume "can cause unreliable results" unless the *loader* is
+    stateful; ours is exact because the datamodule restores the position (tested), so the warning is wrong here."""
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+
+
+def checkpoint_callbacks(run_dir: Path, every_n_steps: int, save_best: bool) -> list[Callback]:
+    """``last.ckpt`` every ``every_n_steps`` optimizer steps, ``best.ckpt`` by ``val/acc``, the RNG keeper."""
+    if every_n_steps <= 0:
+        return []
+    directory = run_dir / CHECKPOINT_DIR
+    callbacks: list[Callback] = [
+        AtomicModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps),
+        RandomStateCheckpoint(),
+    ]
+    if save_best:
+        callbacks.append(
+            AtomicModelCheckpoint(
+                dirpath=directory, filename="best", monitor="val/acc", mode="max", auto_insert_metric_name=False
+            )
+        )
+    return callbacks
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    return " ".join(f"{key}={identity.get(key)}" for key in ("model", "norm", "data"))
+
+
+def check_checkpoint(path: Path, identity: dict[str, Any]) -> None:
+    """Refuse a checkpoint that is missing, unreadable, or from another model/norm/data config."""
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist; accepted: a .ckpt file written by normbench")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("normbench")
+    except Exception as err:  # noqa: BLE001  (any unreadable file gets the same one-line answer)
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(err).__name__}); it may be truncated") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"checkpoint {path} was not written by normbench (no run identity in it)")
+    differing = [key for key in IDENTITY_KEYS if saved.get(key) != identity.get(key)]
+    if differing:
+        raise ConfigError(
+            f"checkpoint {path} was trained with {_describe(saved)}, this run is {_describe(identity)} "
+            f"(differs in {', '.join(differing)}): resume with the config it was trained with, or start a new run"
+        )
+
+
+def resume_checkpoint(run_dir: Path, resume: bool, ckpt_path: str | None) -> Path | None:
+    """The checkpoint to continue from: ``ckpt_path`` if given, else ``<run_dir>/checkpoints/last.ckpt``
+    when ``resume`` is on and it exists (a run killed before its first checkpoint starts afresh)."""
+    if ckpt_path:
+        return Path(ckpt_path).expanduser()
+    last = run_dir / CHECKPOINT_DIR / LAST
+    return last if resume and last.is_file() else None
