@@ -37,15 +37,19 @@ class _NormRecurrentLayer(nn.Module):
         for weight in (self.input_proj.weight, self.hidden_proj.weight):
             nn.init.uniform_(weight, -bound, bound)
 
-    def _project_inputs(self, x: Tensor, mask: Tensor) -> tuple[Tensor, bool]:
-        """All steps' input projections; normalized here too when the norm is per token."""
+    def _project_inputs(self, x: Tensor, mask: Tensor) -> tuple[tuple[Tensor, ...], bool]:
+        """All steps' input projections, one tensor per step; normalized here too when the norm is per token.
+
+        ``unbind`` rather than ``projected[:, t]`` in the loop: the backward of each slice would fill a
+        zero tensor of the whole ``[B, T, G]`` size, quadratic in the length (most of an LSTM step's time).
+        """
         projected = self.input_proj(x)
         if self.norm_input.per_token:
-            return self.norm_input(projected, mask), True
-        return projected, False
+            return self.norm_input(projected, mask).unbind(1), True
+        return projected.unbind(1), False
 
-    def _input_gates(self, projected: Tensor, already_normed: bool, t: int, step_mask: Tensor) -> Tensor:
-        return projected[:, t] if already_normed else self.norm_input(projected[:, t], step_mask, step=t)
+    def _input_gates(self, steps: tuple[Tensor, ...], already_normed: bool, t: int, step_mask: Tensor) -> Tensor:
+        return steps[t] if already_normed else self.norm_input(steps[t], step_mask, step=t)
 
 
 class NormLSTMLayer(_NormRecurrentLayer):
