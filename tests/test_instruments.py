@@ -126,8 +126,15 @@ def _instruments():
 
 @pytest.mark.slow
 def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path: Path) -> None:
-    trainer = _fit(mr_file, tmp_path, lambda v: RecurrentEncoder(v, "batch_masked", hidden_size=32), _instruments())
+    instruments = _instruments()
+    trainer = _fit(mr_file, tmp_path, lambda v: RecurrentEncoder(v, "batch_masked", hidden_size=32), instruments)
     logged = trainer.callback_metrics
+    fluctuation, gap = instruments[0].series["stats/mean_dist"], instruments[1].series["val/train_eval_gap"]
+    steps_per_epoch = trainer.num_training_batches
+    # measured on the batches of steps 0, 5, 10, ...; logged after their optimizer step, as Lightning counts
+    assert [step for step, _ in fluctuation] == list(range(1, 2 * steps_per_epoch + 1, 5))
+    assert fluctuation[-1][1] == pytest.approx(float(logged["stats/mean_dist"]))
+    assert [step for step, _ in gap] == [steps_per_epoch, 2 * steps_per_epoch]  # one point per validation
     for key in ["stats/mean_dist", "stats/var_dist", "stats/encoder.layers.0.norm_cell/var_dist", "grad_norm/total"]:
         assert float(logged[key]) > 0, key
     assert float(logged["probe/partner_dependence"]) > 0

@@ -27,17 +27,41 @@ def _val_loader(trainer: L.Trainer):
     return loaders[0] if isinstance(loaders, list | tuple) else loaders
 
 
+class Instrument(Callback):
+    """A callback whose logged values are also kept as a time series (``series[name] = [[step, value], ...]``),
+    so ``results.json`` carries how an instrument moved over training, not only its last value; the series
+    travel in checkpoints, so a resumed run keeps the part before the kill."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, list[list[float]]] = {}
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, Any], **kwargs: Any) -> None:
+        pl_module.log_dict(metrics, **kwargs)
+        for name, value in metrics.items():
+            points = self.series.setdefault(name, [])
+            if points and points[-1][0] == trainer.global_step:  # measured again at the same step (final validate)
+                points.pop()
+            points.append([trainer.global_step, float(value)])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"series": self.series}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.series = state_dict.get("series", {})
+
+
 def _pad_id(pl_module: L.LightningModule) -> int:
     embed = getattr(pl_module.encoder, "embed", None)
     return int(embed.padding_idx) if embed is not None and embed.padding_idx is not None else 0
 
 
-class BatchStatFluctuation(Callback):
+class BatchStatFluctuation(Instrument):
     """Every ``every_n_steps`` training steps, log per norm layer the RMS distance of the batch mean and
     variance from the running ones (``stats/<layer>/mean_dist``, ``.../var_dist``) and their layer
     average (``stats/mean_dist``, ``stats/var_dist``). Silent for norms without batch statistics."""
 
     def __init__(self, every_n_steps: int = 10) -> None:
+        super().__init__()
         self.every_n_steps = every_n_steps
         self._meters: dict[str, FluctuationMeter] = {}
 
@@ -59,10 +83,10 @@ class BatchStatFluctuation(Callback):
         metrics.update({f"stats/{kind}": sum(v) / len(v) for kind, v in per_kind.items()})
         self._meters = {}
         if metrics:
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch[-1]))
+            self._log(trainer, pl_module, metrics, on_step=True, on_epoch=False, batch_size=len(batch[-1]))
 
 
-class TrainEvalGap(Callback):
+class TrainEvalGap(Instrument):
     """After each validation epoch, evaluate again with batch statistics (train-mode norms, no update
     of running statistics, no dropout) and log ``val/acc_batch_stats``, ``val/loss_batch_stats`` and
     ``val/train_eval_gap`` (= acc with batch statistics - acc with running statistics) beside
@@ -74,21 +98,24 @@ class TrainEvalGap(Callback):
         eval_mode = pl_module.evaluate(_val_loader(trainer))
         with batch_statistics_mode(pl_module):
             batch_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
-        pl_module.log_dict(
+        self._log(
+            trainer,
+            pl_module,
             {
                 "val/acc_batch_stats": batch_mode["acc"],
                 "val/loss_batch_stats": batch_mode["loss"],
                 "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
-            }
+            },
         )
 
 
-class BatchPartnerDependence(Callback):
+class BatchPartnerDependence(Instrument):
     """After each validation epoch: a fixed probe of ``probe_size`` validation examples is run with
     ``partner_sets`` different sets of training examples as batch mates (batch-statistics mode); logs
     ``probe/partner_dependence``, the mean standard deviation of the probe's logits across those sets."""
 
     def __init__(self, probe_size: int = 8, partner_sets: int = 4, partners: int = 24, seed: int = 0) -> None:
+        super().__init__()
         self.probe_size, self.partner_sets, self.partners, self.seed = probe_size, partner_sets, partners, seed
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -105,16 +132,17 @@ class BatchPartnerDependence(Callback):
             sets.append(train.collate_fn([train.dataset[i] for i in picks])[:2])
         with batch_statistics_mode(pl_module):
             value = partner_dependence(pl_module, probe[:2], sets, pad_id=_pad_id(pl_module))
-        pl_module.log("probe/partner_dependence", value)
+        self._log(trainer, pl_module, {"probe/partner_dependence": value})
 
 
-class CausalLeakProbe(Callback):
+class CausalLeakProbe(Instrument):
     """For causal models (recurrent encoders, ``model.causal=true`` Transformers): after each validation
     epoch, change the token at ``position + offset`` in ``probe_size`` unpadded validation sequences and
     log ``probe/causal_leak``, the largest change of the features at positions ``<= position`` in
     batch-statistics mode. 0 for per-token norms; batch norm over the time axis leaks the future."""
 
     def __init__(self, position: int = 8, offset: int = 4, probe_size: int = 16) -> None:
+        super().__init__()
         self.position, self.offset, self.probe_size = position, offset, probe_size
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -129,14 +157,15 @@ class CausalLeakProbe(Callback):
         tokens = torch.stack([ids[:length] for ids, _ in long_enough[: self.probe_size]]).to(pl_module.device)
         with batch_statistics_mode(pl_module):
             leak = causal_leak(encoder, tokens, self.position, self.offset, encoder.embed.num_embeddings)
-        pl_module.log("probe/causal_leak", leak)
+        self._log(trainer, pl_module, {"probe/causal_leak": leak})
 
 
-class GradNormMonitor(Callback):
+class GradNormMonitor(Instrument):
     """Every ``every_n_steps`` steps, log the gradient 2-norm of each layer (parameters grouped by the
     first ``depth`` parts of their names) as ``grad_norm/<layer>`` and of all parameters as ``grad_norm/total``."""
 
     def __init__(self, every_n_steps: int = 25, depth: int = 3) -> None:
+        super().__init__()
         self.every_n_steps, self.depth = every_n_steps, depth
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
@@ -150,7 +179,7 @@ class GradNormMonitor(Callback):
         if squares:
             metrics = {f"grad_norm/{k}": v.sqrt() for k, v in squares.items()}
             metrics["grad_norm/total"] = torch.stack(list(squares.values())).sum().sqrt()
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+            self._log(trainer, pl_module, metrics, on_step=True, on_epoch=False)
 
 
 class NonFiniteGuard(Callback):

@@ -63,6 +63,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
+    from normbench.callbacks import Instrument
     from normbench.checkpointing import (
         check_checkpoint,
         checkpoint_callbacks,
@@ -112,9 +113,11 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         trainer.test(module, datamodule, verbose=False),
     ):
         metrics.update({k: float(v) for k, v in results[0].items()})
+    series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}
     return {
         "metrics": metrics,
         "instruments": final_logged,
+        "series": series,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
