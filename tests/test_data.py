@@ -272,6 +272,10 @@ def test_pad_collate_right_pads_and_masks():
     assert target.tolist() == [1, 0, 1]
     tokens, mask, _ = pad_collate([([5], 0), ([6, 7], 0)], pad_id=3)
     assert tokens.tolist() == [[5, 3], [6, 7]] and mask.sum().item() == 3
+    tokens, mask, _ = pad_collate([([5], 0), ([6, 7], 0)], pad_id=3, pad_to=4)  # padding share raised
+    assert tokens.tolist() == [[5, 3, 3, 3], [6, 7, 3, 3]] and mask.sum().item() == 3
+    tokens, _, _ = pad_collate([([5, 6, 7], 0)], pad_to=2)  # never truncates
+    assert tokens.tolist() == [[5, 6, 7]]
 
 
 # --- datamodules ---------------------------------------------------------------------------------

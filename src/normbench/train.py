@@ -70,6 +70,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         resume_checkpoint,
         silence_mid_epoch_resume_warning,
     )
+    from normbench.evaluation import extra_evaluations
     from normbench.loggers import build_logger
     from normbench.task import SequenceClassifier
 
@@ -113,11 +114,15 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         trainer.test(module, datamodule, verbose=False),
     ):
         metrics.update({k: float(v) for k, v in results[0].items()})
+    evaluate = cfg.get("evaluate") or {}
+    extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
+    metrics.update(extra)
     series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}
     return {
         "metrics": metrics,
         "instruments": final_logged,
         "series": series,
+        "evaluation_notes": notes,
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "resumed_from": str(ckpt_path) if ckpt_path else None,

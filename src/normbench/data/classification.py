@@ -90,6 +90,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         drop_last: bool = False,
         cache_dir: str | None = None,
         shuffle_seed: int = 0,
+        pad_to: int = 0,
     ) -> None:
         super().__init__()
         self.shuffle_seed = shuffle_seed
@@ -111,9 +112,13 @@ class TextClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"data.num_workers={num_workers!r} is out of range; accepted: an integer >= 0")
         self.num_workers = num_workers
         self.drop_last = bool(drop_last)
+        if isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < 0:
+            raise ConfigError(f"data.pad_to={pad_to!r} is out of range; accepted: 0 (the longest in the batch) or more")
+        self.pad_to = pad_to
         self.cache_dir = resolve_cache_dir(cache_dir)
         self.tokenizer: Any = None
         self._splits: dict[str, Encoded] | None = None
+        self._examples: dict[str, list[Example]] = {}
         self._num_classes: int | None = None
 
     # --- hook for subclasses -------------------------------------------------------------------
@@ -146,27 +151,41 @@ class TextClassificationDataModule(L.LightningDataModule):
             texts_fingerprint(train_texts),
         )
         self._num_classes = labels[-1] + 1
-        self._splits = {"train": self._encode(train), "val": self._encode(val), "test": self._encode(test)}
+        self._examples = {"train": train, "val": val, "test": test}
+        self._splits = {name: self._encode(part, self.max_len) for name, part in self._examples.items()}
 
-    def _encode(self, examples: list[Example]) -> Encoded:
+    def _encode(self, examples: list[Example], max_len: int) -> Encoded:
         """Token ids truncated to ``max_len``; an empty encoding becomes ``[UNK]`` so no row is all padding."""
         unk = self.tokenizer.token_to_id(UNK)
         encodings = self.tokenizer.encode_batch([text for text, _ in examples], add_special_tokens=False)
         out: Encoded = []
         for enc, (_, label) in zip(encodings, examples, strict=True):
-            ids = enc.ids[: self.max_len] or [unk]
+            ids = enc.ids[:max_len] or [unk]
             out.append((torch.tensor(ids, dtype=torch.long), int(label)))
         return out
 
-    def _loader(self, split: str, sampler: ResumableRandomSampler | None = None) -> DataLoader:
+    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None) -> DataLoader:
+        """``split`` in order, truncated at another ``max_len`` and/or batched by another ``batch_size`` than
+        training used (length extrapolation, inference at batch size one)."""
+        self._require()
+        data = self._encode(self._examples[split], max_len) if max_len else self._splits[split]
+        return self._loader(split, data=data, batch_size=batch_size)
+
+    def _loader(
+        self,
+        split: str,
+        sampler: ResumableRandomSampler | None = None,
+        data: Encoded | None = None,
+        batch_size: int | None = None,
+    ) -> DataLoader:
         return DataLoader(
-            self._require()[split],  # type: ignore[arg-type]
-            batch_size=self.batch_size,
+            data if data is not None else self._require()[split],  # type: ignore[arg-type]
+            batch_size=batch_size or self.batch_size,
             sampler=sampler,
             drop_last=self.drop_last and sampler is not None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=partial(pad_collate, pad_id=self.pad_id),
+            collate_fn=partial(pad_collate, pad_id=self.pad_id, pad_to=self.pad_to),
             # a private generator: creating an iterator never draws from the global RNG (dropout's)
             generator=torch.Generator().manual_seed(self.shuffle_seed),
         )

@@ -41,6 +41,7 @@ class MRPolarityDataModule(TextClassificationDataModule):
         num_workers: int = 0,
         drop_last: bool = False,
         shuffle_seed: int = 0,
+        pad_to: int = 0,
         name: str = "mr",  # the config's label for results; not used here
     ) -> None:
         super().__init__(
@@ -54,6 +55,7 @@ class MRPolarityDataModule(TextClassificationDataModule):
             drop_last=drop_last,
             cache_dir=cache_dir,
             shuffle_seed=shuffle_seed,
+            pad_to=pad_to,
         )
         self.path = Path(path).expanduser() if path else None
 
