@@ -44,6 +44,8 @@ def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, 
     run = offline_run(run_files)
     assert (run["project"], run["group"], run["job_type"], run["exit_code"]) == ("normbench", "default", "train", 0)
     assert set(run["tags"]) >= {f"model={model}", "norm=batch_masked", "batch_size=16", "data=mr"}
+    assert {"data.batch_size=16", "optim.lr=3e-3"} <= set(run["tags"])  # every override, swept ones included
+    assert not any(tag.startswith(("data.path=", "hydra.")) for tag in run["tags"])
     assert run["config"]["norm"]["name"] == "batch_masked" and run["config"]["data"]["batch_size"] == 16
     assert run["history"]["val/acc"] == pytest.approx(results["metrics"]["val/acc"])
     assert run["history"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])

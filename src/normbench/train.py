@@ -47,6 +47,19 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def override_tags() -> list[str]:
+    """This job's overrides (swept values included) as W&B tags, so a dashboard groups and filters a sweep's
+    runs without hand work; paths and other excluded keys are left out (W&B tags hold 64 characters)."""
+    hydra_cfg = HydraConfig.get()
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    tags = []
+    for override in hydra_cfg.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in excluded and not key.startswith("hydra.") and len(override) <= 64:
+            tags.append(override)
+    return tags
+
+
 def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint records about its run, and what a resume must match."""
     return {
@@ -94,7 +107,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
-    tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")] + list(cfg.tags)
+    tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")]
+    tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
     logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)

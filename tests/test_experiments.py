@@ -1,0 +1,43 @@
+"""The experiment catalogue composes: every entry names itself, sweeps the norms side by side over >= 3
+seeds, and builds its model; `scale=` presets layer over it."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+PER_TOKEN, BATCH = {"layer", "rms"}, {"batch", "batch_masked", "batch_step", "power", "batch_renorm"}
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_catalogue_has_its_entries():
+    expected = {"small_batch", "padding", "train_eval_gap", "length_extrapolation", "causal_leak"}
+    assert expected | {"batch_stat_fluctuation", "inference_batch_one"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: str):
+    cfg = _compose(f"experiment={name}")
+    assert cfg.experiment_name == name and name in cfg.hydra.sweep.dir
+    params = {key: str(value).split(",") for key, value in cfg.hydra.sweeper.params.items()}
+    assert len(params["seed"]) >= 3
+    norms = set(params.get("norm", [cfg.norm.name]))
+    assert norms & PER_TOKEN and norms & BATCH, norms  # the gap is always measured side by side
+    for norm in norms:
+        job = _compose(f"experiment={name}", f"norm={norm}")
+        encoder = instantiate(job.model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
+        assert encoder.output_dim > 0
+    assert cfg.trainer.max_epochs == 1 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
+
+
+def test_scale_none_returns_a_single_run_to_its_own_defaults():
+    cfg = _compose("experiment=small_batch", "scale=none")
+    assert cfg.trainer.max_epochs == _compose().trainer.max_epochs
