@@ -42,13 +42,16 @@ def small_batch_sweep(root: Path) -> Path:
     for (norm, bs), accs in VAL_ACC.items():
         for seed, acc in enumerate(accs):
             batch_stats = norm.startswith("batch")
+            gap = -0.2 / bs if batch_stats else 0.0  # trainer.validate returns the instruments logged in validation
             write_job(
                 root / f"{num}_norm={norm},data.batch_size={bs},seed={seed}",
                 norm=norm,
                 seed=seed,
                 batch_size=bs,
-                metrics=None if acc is None else {"val/acc": acc, "test/acc": acc - 0.01, "val/loss": 1 - acc},
-                instruments={"val/train_eval_gap": -0.2 / bs if batch_stats else 0.0, "stats/l0/var_dist": 0.1},
+                metrics=None
+                if acc is None
+                else {"val/acc": acc, "test/acc": acc - 0.01, "val/loss": 1 - acc, "val/train_eval_gap": gap},
+                instruments={"val/train_eval_gap": gap, "stats/l0/var_dist": 0.1},
                 series={"stats/var_dist": [[0, 0.5], [10, 0.3 + seed / 100]], "stats/l0/var_dist": [[0, 1.0]]}
                 if batch_stats
                 else None,
@@ -113,7 +116,8 @@ def test_summary_means_and_cis_match_a_hand_computation(sweep: Path):
     assert float(rows[("layer", "2")]["val/train_eval_gap:mean"]) == 0.0
 
     md = (out / "summary.md").read_text()
-    assert "| data.batch_size | norm | seeds | val/acc (mean ± 95% CI) |" in md
+    assert "| data.batch_size | norm | seeds | val/acc (mean ± 95% CI) | test/acc (mean ± 95% CI) |" in md
+    assert md.count("| val/train_eval_gap (mean ± 95% CI) |") == 1 and "stats/l0/var_dist (mean" not in md
     assert f"| 2 | layer | 3 | 0.82 ± {T_975[2] * 0.02 / math.sqrt(3):.4g} |" in md
     assert "| 2 | batch | 2 (1 not ok) | 0.71 ± " in md
 
@@ -124,7 +128,7 @@ def test_one_seed_has_no_ci(tmp_path: Path):
     out = main([str(tmp_path)])
     md = (out / "summary.md").read_text()
     assert "| layer | 1 | 0.7 ± n/a |" in md and "| batch | 1 | 0.8 ± n/a |" in md
-    assert "Batch is 10.0 +/- n/a points above layer (transformer, val/acc 0.8 vs 0.7; paired over 1 seeds)." in md
+    assert "For transformer, batch is 10.0 +/- n/a points above layer (val/acc 0.8 vs 0.7; paired over 1 seeds)." in md
 
 
 def test_sentence_states_the_largest_gap_with_its_paired_ci(sweep: Path):
@@ -235,10 +239,10 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     assert "Figures not drawn: metric vs batch size (the batch size is not swept)" in md.split("## ddp")[1]
     # each entry's sentence, from its numbers
     assert "At length spread 0.5, batch_step is 25.0 +/- 0.0 points below layer (transformer, val/acc 0.305 vs" in md
-    assert "Batch_step is 1 +/- 0 higher than layer (transformer, val/ppl 22.5 vs 21.5; paired over 2 seeds)." in md
-    assert "Batch_masked (sync False) is 5.0 +/- 0.0 points below batch_masked (sync True)" in md
+    assert "For transformer, batch_step is 1 +/- 0 higher than layer (val/ppl 22.5 vs 21.5; paired over 2 seeds)." in md
+    assert "For transformer, batch_masked (sync False) is 5.0 +/- 0.0 points below batch_masked (sync True)" in md
     # causal_leak names its metric in the config (report.metric); lower is better there
-    assert "Batch is 0.5 +/- 0 higher than layer (lstm, probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)." in md
+    assert "For lstm, batch is 0.5 +/- 0 higher than layer (probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)." in md
 
 
 def test_refuses_runs_that_differ_in_an_unswept_config_value(tmp_path: Path, capsys):

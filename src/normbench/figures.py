@@ -74,17 +74,24 @@ def _require_metric(fi: FigureInput, metric: str | None) -> str:
     return metric
 
 
-def _panels(fi: FigureInput, rows: int, title: str) -> tuple[Figure, list[str], list[list[Axes]]]:
-    models = sorted({r.model for r in fi.ok_runs}) or ["-"]
+def _panels(
+    fi: FigureInput, rows: int, title: str, has: Callable[[Run], bool]
+) -> tuple[Figure, list[str], list[list[Axes]]]:
+    """A figure with a row per metric and a column per model whose runs have the data (``has``)."""
+    models = sorted({r.model for r in fi.ok_runs if has(r)}) or ["-"]
     fig = Figure(figsize=(4.8 * len(models), 3.6 * rows), layout="constrained")
     axes = fig.subplots(rows, len(models), squeeze=False)
     fig.suptitle(title)
     return fig, models, axes
 
 
+def _other_settings(group: Group, skip: Iterable[str] = ()) -> str:
+    """The group's settings besides the model (the panel) and ``skip`` (the x axis): ``sync=True``."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group.settings if k != "model" and k not in skip)
+
+
 def _label(group: Group, skip: Iterable[str]) -> str:
-    extra = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group.settings if k != "model" and k not in skip]
-    return ", ".join([group.norm, *extra])
+    return ", ".join(filter(None, [group.norm, _other_settings(group, skip)]))
 
 
 def _draw_lines(ax: Axes, lines: dict[str, tuple[str, dict[float, list[float]]]]) -> None:
@@ -121,7 +128,7 @@ def line_figure(
     log2: bool = False,
 ) -> Path:
     """``metric`` vs ``x_of(group)``: a line per norm (and other setting), a panel per model."""
-    fig, models, axes = _panels(fi, 1, f"{fi.experiment}: {metric} vs {x_label}")
+    fig, models, axes = _panels(fi, 1, f"{fi.experiment}: {metric} vs {x_label}", lambda r: metric in r.values())
     for ax, model in zip(axes[0], models, strict=True):
         lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
         for group in group_runs(r for r in fi.ok_runs if r.model == model):
@@ -205,7 +212,9 @@ def metric_at_settings(fi: FigureInput) -> list[Path]:
         raise SkipFigure("no metric evaluated at two or more settings (name@key=value)")
     paths = []
     for (name, key), variants in sorted(found.items()):
-        fig, models, axes = _panels(fi, 1, f"{fi.experiment}: {name} vs {key}")
+        fig, models, axes = _panels(
+            fi, 1, f"{fi.experiment}: {name} vs {key}", lambda r, v=variants: any(m in r.values() for m in v)
+        )
         for ax, model in zip(axes[0], models, strict=True):
             lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
             for group in group_runs(r for r in fi.ok_runs if r.model == model):
@@ -224,7 +233,8 @@ def series_over_training(fi: FigureInput) -> list[Path]:
     names = sorted({k for r in fi.ok_runs for k, points in r.series().items() if points and k.count("/") <= 1})
     if not names:
         raise SkipFigure("the runs carry no instrument series (results.json 'series')")
-    fig, models, axes = _panels(fi, len(names), f"{fi.experiment}: instruments over training")
+    title = f"{fi.experiment}: instruments over training"
+    fig, models, axes = _panels(fi, len(names), title, lambda r: any(r.series().get(n) for n in names))
     for row, name in zip(axes, names, strict=True):
         for ax, model in zip(row, models, strict=True):
             lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
@@ -239,18 +249,19 @@ def series_over_training(fi: FigureInput) -> list[Path]:
 
 def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -> Path:
     """Bars per norm (grouped by the other settings), CI error bars; a row per metric, a panel per model."""
-    fig, models, axes = _panels(fi, len(metrics), f"{fi.experiment}: {title}")
+    has = lambda r: any(m in r.values() for m in metrics)  # noqa: E731
+    fig, models, axes = _panels(fi, len(metrics), f"{fi.experiment}: {title}", has)
     for row, metric in zip(axes, metrics, strict=True):
         for ax, model in zip(row, models, strict=True):
             groups = group_runs(r for r in fi.ok_runs if r.model == model)
             norms = sorted({g.norm for g in groups}, key=norm_order)
-            hues = sorted({_label(g, [])[len(g.norm) :].lstrip(", ") for g in groups})
+            hues = sorted({_other_settings(g) for g in groups})
             width = 0.8 / max(len(hues), 1)
             for g in groups:
                 est = g.estimate(metric)
                 if not est.n:
                     continue
-                hue = hues.index(_label(g, [])[len(g.norm) :].lstrip(", "))
+                hue = hues.index(_other_settings(g))
                 x = norms.index(g.norm) - 0.4 + width * (hue + 0.5)
                 err = est.ci if est.has_ci else 0.0
                 hatch = HATCHES[hue % len(HATCHES)]

@@ -126,7 +126,12 @@ def markdown(reports: Sequence[ExperimentReport], dirs: Sequence[str]) -> str:
     ]
     for rep in reports:
         lines += ["", f"## {rep.name}", "", rep.sentence, ""]
-        lines += [f"Swept: {', '.join(rep.swept) or 'nothing but norm and seed'}; headline metric: {rep.metric}.", ""]
+        commits = sorted({str(r.record["git_commit"])[:10] for r in rep.runs if r.record.get("git_commit")})
+        lines += [
+            f"Swept: {', '.join(rep.swept) or 'nothing but norm and seed'}; headline metric: {rep.metric}; "
+            f"code: {len(commits)} commit{'s' if len(commits) != 1 else ''} ({', '.join(commits) or 'unknown'}).",
+            "",
+        ]
         lines += [markdown_table(rep.groups, rep.swept, rep.metrics), ""]
         lines += [f"![{f.stem}]({f.name})" for f in rep.figures]
         if rep.skipped:

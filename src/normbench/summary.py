@@ -124,7 +124,7 @@ def summary_metrics(runs: Iterable[Run]) -> list[str]:
             instruments.update(k for k in HEADLINE_INSTRUMENTS if k in (run.record.get("instruments") or {}))
     rank = {m: i for i, m in enumerate(PRIMARY_METRICS)}
     ordered = sorted(metrics, key=lambda m: (rank.get(m.split("@")[0], len(rank)), _at_order(m)))
-    return ordered + [k for k in HEADLINE_INSTRUMENTS if k in instruments] + ["wall_time_s"]
+    return list(dict.fromkeys([*ordered, *(k for k in HEADLINE_INSTRUMENTS if k in instruments), "wall_time_s"]))
 
 
 def _at_order(metric: str) -> tuple:
@@ -196,9 +196,10 @@ class Comparison:
         how = f"paired over {d.n} seeds" if d.method == "paired" else f"Welch, {d.n}+ seeds each"
         models = "/".join(sorted(set(self.best.models) | set(self.worst.models)))
         worst, best = self._name(self.worst, shared), self._name(self.best, shared)
-        text = f"{worst} is {size} {best} ({models}, {metric} {means}; {how})."
         where = setting_label(shared)
-        return f"At {where}, {text}" if where else text[0].upper() + text[1:]
+        if where:
+            return f"At {where}, {worst} is {size} {best} ({models}, {metric} {means}; {how})."
+        return f"For {models}, {worst} is {size} {best} ({metric} {means}; {how})."
 
     @staticmethod
     def _name(group: Group, shared: tuple) -> str:
