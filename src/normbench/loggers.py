@@ -40,16 +40,27 @@ def build_logger(
 
 def start_wandb_run(logger: WandbLogger, mode: str) -> None:
     """Start the run now, so a missing login fails at start-up with advice, not mid-training."""
-    import wandb
-
     try:
         logger.experiment  # noqa: B018  (creates the run)
-    except (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            f"W&B could not start an {mode} run ({first_line}): run `wandb login` or set WANDB_API_KEY, "
-            "or log offline with logger.offline=true (or WANDB_MODE=offline), or use logger=csv / logger=none"
+    except wandb_start_errors() as err:
+        raise wandb_start_error(
+            err, mode, "log offline with logger.offline=true (or WANDB_MODE=offline), or use logger=csv / logger=none"
         ) from None
+
+
+def wandb_start_errors() -> tuple[type[Exception], ...]:
+    """What ``wandb.init`` raises when it cannot log in or reach the server."""
+    import wandb
+
+    return (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError)
+
+
+def wandb_start_error(err: Exception, mode: str, alternatives: str) -> ConfigError:
+    """One line saying why W&B did not start and how to log in or not log to it."""
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(
+        f"W&B could not start an {mode} run ({first_line}): run `wandb login` or set WANDB_API_KEY, or {alternatives}"
+    )
 
 
 def finish_wandb() -> None:

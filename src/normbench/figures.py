@@ -1,0 +1,317 @@
+"""The report's PNG figures, one function per kind, each drawn only when the runs hold its data.
+
+Every kind takes a `FigureInput` (one experiment's runs) and returns the files it wrote, or raises
+`SkipFigure` with the reason (logged in summary.md) when the runs lack what it needs. Lines and bars
+are means over seeds with 95% CI bands/bars; one panel per model; one colour per norm in every figure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from normbench.confidence import mean_ci  # noqa: E402
+from normbench.norms import NORMS  # noqa: E402
+from normbench.runs import Run  # noqa: E402
+from normbench.summary import Group, group_runs, norm_order  # noqa: E402
+
+GAP_METRIC = "val/train_eval_gap"
+LEAK_METRIC = "probe/causal_leak"
+LINESTYLES = ("-", "--", ":", "-.")
+HATCHES = ("", "//", "..", "xx")
+
+
+class SkipFigure(Exception):
+    """The runs lack the data of this figure kind; the message says what is missing."""
+
+
+@dataclass
+class FigureInput:
+    experiment: str
+    runs: list[Run]
+    swept: list[str]
+    metric: str | None
+    out: Path
+
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    def path(self, kind: str) -> Path:
+        return self.out / re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{self.experiment}-{kind}.png".replace("/", "_"))
+
+
+def norm_color(norm: str) -> str:
+    return f"C{norm_order(norm)[0] % 10}" if norm in NORMS else "black"
+
+
+def _is_numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_swept(fi: FigureInput) -> list[str]:
+    return [k for k in fi.swept if all(_is_numeric(r.settings.get(k)) for r in fi.runs)]
+
+
+def batch_keys(fi: FigureInput) -> list[str]:
+    return [k for k in numeric_swept(fi) if k.rsplit(".", 1)[-1] == "batch_size"]
+
+
+def _require_metric(fi: FigureInput, metric: str | None) -> str:
+    if metric is None or not any(metric in r.values() for r in fi.ok_runs):
+        raise SkipFigure(f"no finished run reports {metric or 'a metric'}")
+    return metric
+
+
+def _panels(
+    fi: FigureInput, rows: int, title: str, has: Callable[[Run], bool]
+) -> tuple[Figure, list[str], list[list[Axes]]]:
+    """A figure with a row per metric and a column per model whose runs have the data (``has``)."""
+    models = sorted({r.model for r in fi.ok_runs if has(r)}) or ["-"]
+    fig = Figure(figsize=(4.8 * len(models), 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, len(models), squeeze=False)
+    fig.suptitle(title)
+    return fig, models, axes
+
+
+def _other_settings(group: Group, skip: Iterable[str] = ()) -> str:
+    """The group's settings besides the model (the panel) and ``skip`` (the x axis): ``sync=True``."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group.settings if k != "model" and k not in skip)
+
+
+def _label(group: Group, skip: Iterable[str]) -> str:
+    return ", ".join(filter(None, [group.norm, _other_settings(group, skip)]))
+
+
+def _draw_lines(ax: Axes, lines: dict[str, tuple[str, dict[float, list[float]]]]) -> None:
+    """``{label: (norm, {x: values over seeds})}`` -> mean lines with CI bands."""
+    styles: dict[str, int] = defaultdict(int)
+    for label, (norm, points) in sorted(lines.items(), key=lambda item: (norm_order(item[1][0]), item[0])):
+        xs = sorted(points)
+        estimates = [mean_ci(points[x]) for x in xs]
+        means = [e.mean for e in estimates]
+        style = LINESTYLES[styles[norm] % len(LINESTYLES)]
+        styles[norm] += 1
+        ax.plot(xs, means, style, marker="o", ms=3, color=norm_color(norm), label=label)
+        low = [e.mean - e.ci if e.has_ci else e.mean for e in estimates]
+        high = [e.mean + e.ci if e.has_ci else e.mean for e in estimates]
+        ax.fill_between(xs, low, high, color=norm_color(norm), alpha=0.15, linewidth=0)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    for ax in fig.axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def line_figure(
+    fi: FigureInput,
+    metric: str,
+    x_of: Callable[[Group], float | None],
+    x_label: str,
+    kind: str,
+    label_skip: Sequence[str],
+    log2: bool = False,
+) -> Path:
+    """``metric`` vs ``x_of(group)``: a line per norm (and other setting), a panel per model."""
+    fig, models, axes = _panels(fi, 1, f"{fi.experiment}: {metric} vs {x_label}", lambda r: metric in r.values())
+    for ax, model in zip(axes[0], models, strict=True):
+        lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
+        for group in group_runs(r for r in fi.ok_runs if r.model == model):
+            x, values = x_of(group), list(group.per_seed(metric).values())
+            if x is None or not values:
+                continue
+            lines.setdefault(_label(group, label_skip), (group.norm, defaultdict(list)))[1][x].extend(values)
+        _draw_lines(ax, lines)
+        if log2:
+            ax.set_xscale("log", base=2)
+            xs = sorted({x for _, points in lines.values() for x in points})
+            ax.set_xticks(xs, [f"{x:g}" for x in xs], minor=False)
+            ax.set_xticks([], minor=True)
+        ax.set(title=model, xlabel=x_label, ylabel=metric)
+    return _save(fig, fi.path(kind))
+
+
+def _setting_x(key: str) -> Callable[[Group], float | None]:
+    return lambda group: dict(group.settings).get(key)
+
+
+def metric_vs_batch_size(fi: FigureInput) -> list[Path]:
+    metric = _require_metric(fi, fi.metric)
+    keys = batch_keys(fi)
+    if not keys:
+        raise SkipFigure("the batch size is not swept")
+    return [line_figure(fi, metric, _setting_x(k), k, f"{metric}-vs-{k}", [k], log2=True) for k in keys]
+
+
+def metric_vs_numeric_setting(fi: FigureInput) -> list[Path]:
+    """Any other swept number (a length spread, a test length, a learning rate ...)."""
+    metric = _require_metric(fi, fi.metric)
+    keys = [k for k in numeric_swept(fi) if k not in batch_keys(fi) and k != "seed"]
+    if not keys:
+        raise SkipFigure("no swept numeric setting besides the batch size")
+    return [line_figure(fi, metric, _setting_x(k), k, f"{metric}-vs-{k}", [k]) for k in keys]
+
+
+def metric_vs_padding(fi: FigureInput) -> list[Path]:
+    """``metric`` vs each padding statistic of the data (``data_stats`` keys naming padding) that varies."""
+    metric = _require_metric(fi, fi.metric)
+    stats = sorted({k for r in fi.ok_runs for k in r.values() if k.startswith("data_stats/") and "pad" in k})
+    stats = [s for s in stats if len({r.values().get(s) for r in fi.ok_runs}) > 1]
+    if not stats:
+        raise SkipFigure("no padding statistic in data_stats varies between the runs")
+
+    def mean_stat(stat: str) -> Callable[[Group], float | None]:
+        def x_of(group: Group) -> float | None:
+            values = [r.values()[stat] for r in group.ok_runs if stat in r.values()]
+            return sum(values) / len(values) if values else None
+
+        return x_of
+
+    skip = numeric_swept(fi)
+    return [line_figure(fi, metric, mean_stat(s), s.split("/", 1)[1], f"{metric}-vs-{s}", skip) for s in stats]
+
+
+def train_eval_gap_vs_batch_size(fi: FigureInput) -> list[Path]:
+    metric = _require_metric(fi, GAP_METRIC)
+    keys = batch_keys(fi)
+    if not keys:
+        raise SkipFigure("the batch size is not swept")
+    return [line_figure(fi, metric, _setting_x(k), k, f"gap-vs-{k}", [k], log2=True) for k in keys]
+
+
+AT_METRIC = re.compile(r"^(?P<name>[^@]+)@(?P<key>[^=]+)=(?P<value>.+)$")
+
+
+def metric_at_settings(fi: FigureInput) -> list[Path]:
+    """Metrics evaluated at a setting (``test/ppl@len=128``): the metric vs that setting."""
+    found: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for name in {k for r in fi.ok_runs for k in r.values()}:
+        match = AT_METRIC.match(name)
+        if match:
+            try:
+                found[(match["name"], match["key"])][name] = float(match["value"])
+            except ValueError:
+                continue
+    found = {k: v for k, v in found.items() if len(v) > 1}
+    if not found:
+        raise SkipFigure("no metric evaluated at two or more settings (name@key=value)")
+    paths = []
+    for (name, key), variants in sorted(found.items()):
+        fig, models, axes = _panels(
+            fi, 1, f"{fi.experiment}: {name} vs {key}", lambda r, v=variants: any(m in r.values() for m in v)
+        )
+        for ax, model in zip(axes[0], models, strict=True):
+            lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
+            for group in group_runs(r for r in fi.ok_runs if r.model == model):
+                line = lines.setdefault(_label(group, []), (group.norm, defaultdict(list)))
+                for variant, x in variants.items():
+                    if values := list(group.per_seed(variant).values()):
+                        line[1][x].extend(values)
+            _draw_lines(ax, lines)
+            ax.set(title=model, xlabel=key, ylabel=name)
+        paths.append(_save(fig, fi.path(f"{name}-vs-{key}")))
+    return paths
+
+
+def series_over_training(fi: FigureInput) -> list[Path]:
+    """Instrument time series (``series`` in results.json, e.g. ``stats/var_dist``) vs the training step."""
+    names = sorted({k for r in fi.ok_runs for k, points in r.series().items() if points and k.count("/") <= 1})
+    if not names:
+        raise SkipFigure("the runs carry no instrument series (results.json 'series')")
+    title = f"{fi.experiment}: instruments over training"
+    fig, models, axes = _panels(fi, len(names), title, lambda r: any(r.series().get(n) for n in names))
+    for row, name in zip(axes, names, strict=True):
+        for ax, model in zip(row, models, strict=True):
+            lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
+            for group in group_runs(r for r in fi.ok_runs if r.model == model):
+                for run in group.ok_runs:
+                    for step, value in run.series().get(name, []):
+                        lines.setdefault(_label(group, []), (group.norm, defaultdict(list)))[1][step].append(value)
+            _draw_lines(ax, lines)
+            ax.set(title=model, xlabel="step", ylabel=name)
+    return [_save(fig, fi.path("series"))]
+
+
+def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -> Path:
+    """Bars per norm (grouped by the other settings), CI error bars; a row per metric, a panel per model."""
+    has = lambda r: any(m in r.values() for m in metrics)  # noqa: E731
+    fig, models, axes = _panels(fi, len(metrics), f"{fi.experiment}: {title}", has)
+    for row, metric in zip(axes, metrics, strict=True):
+        for ax, model in zip(row, models, strict=True):
+            groups = group_runs(r for r in fi.ok_runs if r.model == model)
+            norms = sorted({g.norm for g in groups}, key=norm_order)
+            hues = sorted({_other_settings(g) for g in groups})
+            width = 0.8 / max(len(hues), 1)
+            for g in groups:
+                est = g.estimate(metric)
+                if not est.n:
+                    continue
+                hue = hues.index(_other_settings(g))
+                x = norms.index(g.norm) - 0.4 + width * (hue + 0.5)
+                err = est.ci if est.has_ci else 0.0
+                hatch = HATCHES[hue % len(HATCHES)]
+                ax.bar(
+                    x, est.mean, width, yerr=err, capsize=3, color=norm_color(g.norm), edgecolor="black", hatch=hatch
+                )
+            if hues != [""]:
+                handles = [
+                    Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)])
+                    for i in range(len(hues))
+                ]
+                ax.legend(handles, hues, fontsize=7)
+            ax.set_xticks(range(len(norms)), norms, rotation=30)
+            ax.set(title=model, ylabel=metric)
+    return _save(fig, fi.path(kind))
+
+
+def causal_leak(fi: FigureInput) -> list[Path]:
+    _require_metric(fi, LEAK_METRIC)
+    return [bar_figure(fi, [LEAK_METRIC], "causal_leak", "causal-leak probe (train mode)")]
+
+
+def sync_comparison(fi: FigureInput) -> list[Path]:
+    """Runs differing in a ``...sync`` setting (DDP local vs all-reduced statistics): metric and wall time."""
+    keys = [k for k in fi.swept if k.rsplit(".", 1)[-1] == "sync"]
+    if not keys:
+        raise SkipFigure("no sync setting (e.g. norm.sync) is swept")
+    metric = _require_metric(fi, fi.metric)
+    return [bar_figure(fi, [metric, "wall_time_s"], "sync", "local vs synced batch statistics")]
+
+
+FIGURE_KINDS: dict[str, Callable[[FigureInput], list[Path]]] = {
+    "metric vs batch size": metric_vs_batch_size,
+    "metric vs swept number": metric_vs_numeric_setting,
+    "metric vs padding share": metric_vs_padding,
+    "train-eval gap vs batch size": train_eval_gap_vs_batch_size,
+    "metric vs evaluation setting": metric_at_settings,
+    "instruments over training": series_over_training,
+    "causal-leak probe": causal_leak,
+    "local vs synced statistics": sync_comparison,
+}
+
+
+def draw_all(fi: FigureInput) -> tuple[list[Path], dict[str, str]]:
+    """Every figure kind the runs support; returns the files and, per skipped kind, the reason."""
+    fi.out.mkdir(parents=True, exist_ok=True)
+    files, skipped = [], {}
+    for kind, draw in FIGURE_KINDS.items():
+        try:
+            files.extend(draw(fi))
+        except SkipFigure as reason:
+            skipped[kind] = str(reason)
+    return files, skipped

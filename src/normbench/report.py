@@ -1,0 +1,241 @@
+"""``python -m normbench.report DIR [DIR ...]``: runs -> results.csv, summary.csv, summary.md and PNG figures.
+
+Reads every Hydra job dir under the given dirs (single runs or multiruns), groups the runs by experiment,
+refuses runs that cannot be compared, and writes into one folder (default ``<first dir>/report``), whose
+path it prints last. With ``--wandb`` the tables and figures also go to W&B, one ``job_type=report`` run
+in each experiment's group (offline unless WANDB_MODE says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from normbench.errors import NormbenchError
+from normbench.figures import FigureInput, draw_all
+from normbench.runs import MISSING, ReportError, Run, by_experiment, check_comparable, load_runs, sweep_settings
+from normbench.summary import (
+    Group,
+    finding,
+    group_runs,
+    markdown_table,
+    norm_order,
+    primary_metric,
+    sortable,
+    summary_metrics,
+    table_rows,
+)
+
+#: the key config values every results.csv row starts with
+KEY_FIELDS = ("experiment", "model", "norm", "data", "batch_size", "seed")
+
+
+@dataclass
+class ExperimentReport:
+    """One experiment's runs and everything computed from them."""
+
+    name: str
+    runs: list[Run]
+    swept: list[str]
+    metric: str | None
+    groups: list[Group]
+    metrics: list[str]
+    sentence: str
+    figures: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def not_ok(self) -> list[Run]:
+        return [r for r in self.runs if not r.ok]
+
+
+def analyse(runs: Sequence[Run], metric: str | None = None) -> list[ExperimentReport]:
+    """Group by experiment, find the swept keys, refuse incomparable runs, compute tables and sentences."""
+    if metric and not any(metric in run.values() for run in runs):
+        reported = sorted({k for run in runs for k in (run.record.get("metrics") or {})})
+        raise ReportError(f"--metric {metric} is not reported by any run; the runs report {', '.join(reported)}")
+    reports = []
+    for name, members in by_experiment(runs).items():
+        swept = sweep_settings(members)
+        check_comparable(name, members, swept)
+        members.sort(key=lambda r: (sortable(r.settings.values()), norm_order(r.norm), sortable([r.seed])))
+        groups = group_runs(members)
+        chosen = primary_metric(members, metric)
+        reports.append(
+            ExperimentReport(name, members, swept, chosen, groups, summary_metrics(members), finding(groups, chosen))
+        )
+    return reports
+
+
+def results_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per run: job dir, key config values, status, every override, then every number it reported."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"job_dir": str(run.job_dir), "status": run.status, "error": "" if run.ok else run.error}
+        row.update({k: run.key(k) for k in KEY_FIELDS})
+        row.update({k: v for k, v in run.overrides.items() if k not in KEY_FIELDS})
+        row.update(run.values())
+        row["git_commit"] = run.record.get("git_commit", "")
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], first: Sequence[str] = ()) -> None:
+    columns = list(first)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, restval="")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+
+def not_ok_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    return [
+        {
+            "experiment": run.experiment,
+            "status": run.status,
+            "norm": run.norm,
+            "seed": run.seed,
+            "settings": " ".join(f"{k}={v}" for k, v in run.settings.items()),
+            "error": run.error,
+            "job_dir": str(run.job_dir),
+        }
+        for run in runs
+        if not run.ok
+    ]
+
+
+def markdown(reports: Sequence[ExperimentReport], dirs: Sequence[str]) -> str:
+    runs = [r for rep in reports for r in rep.runs]
+    counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", MISSING)}
+    other = len(runs) - sum(counts.values())
+    lines = [
+        "# normbench report",
+        "",
+        f"{len(runs)} runs ({counts['ok']} ok, {counts['failed']} failed, {counts[MISSING]} missing"
+        + (f", {other} other" if other else "")
+        + ") from "
+        + ", ".join(f"`{d}`" for d in dirs)
+        + ". Mean ± 95% CI over seeds (Student t; n/a with one seed).",
+    ]
+    for rep in reports:
+        lines += ["", f"## {rep.name}", "", rep.sentence, ""]
+        commits = sorted({str(r.record["git_commit"])[:10] for r in rep.runs if r.record.get("git_commit")})
+        lines += [
+            f"Swept: {', '.join(rep.swept) or 'nothing but norm and seed'}; headline metric: {rep.metric}; "
+            f"code: {len(commits)} commit{'s' if len(commits) != 1 else ''} ({', '.join(commits) or 'unknown'}).",
+            "",
+        ]
+        lines += [markdown_table(rep.groups, rep.swept, rep.metrics), ""]
+        lines += [f"![{f.stem}]({f.name})" for f in rep.figures]
+        if rep.skipped:
+            lines += ["", "Figures not drawn: " + "; ".join(f"{k} ({v})" for k, v in rep.skipped.items()) + "."]
+    failed = not_ok_rows(runs)
+    lines += ["", "## Failed and missing runs", ""]
+    if failed:
+        header = list(failed[0])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(row[k]).replace("|", "\\|") for k in header) + " |" for row in failed]
+    else:
+        lines.append("None: every run finished.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [r for rep in reports for r in rep.runs]
+    write_csv(out / "results.csv", results_rows(runs), first=["job_dir", *KEY_FIELDS, "status", "error"])
+    summary = [{"experiment": rep.name, **row} for rep in reports for row in table_rows(rep.groups, rep.metrics)]
+    write_csv(out / "summary.csv", summary)
+    for rep in reports:
+        rep.figures, rep.skipped = draw_all(FigureInput(rep.name, rep.runs, rep.swept, rep.metric, out))
+    (out / "summary.md").write_text(markdown(reports, dirs))
+
+
+def log_to_wandb(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: Path) -> list[Path]:
+    """One W&B run per experiment (``job_type=report``, the experiment's group): tables, figures, the finding."""
+    import wandb
+
+    from normbench.loggers import wandb_mode, wandb_start_error, wandb_start_errors
+
+    mode = wandb_mode(offline=True)
+    run_dirs = []
+    for rep in reports:
+        try:
+            run = wandb.init(
+                project="normbench",
+                group=rep.name,
+                job_type="report",
+                name=f"report-{rep.name}",
+                dir=str(out),
+                mode=mode,
+                config={"experiment": rep.name, "dirs": list(dirs), "swept": rep.swept, "metric": rep.metric},
+            )
+        except wandb_start_errors() as err:
+            raise wandb_start_error(err, mode, "leave out --wandb, or set WANDB_MODE=offline") from None
+        tables = {
+            "tables/summary": table_rows(rep.groups, rep.metrics),
+            "tables/runs": results_rows(rep.runs),
+            "tables/failed_and_missing": not_ok_rows(rep.runs),
+        }
+        payload: dict[str, Any] = {name: _table(rows) for name, rows in tables.items() if rows}
+        payload.update({f"figures/{f.stem.removeprefix(rep.name + '-')}": wandb.Image(str(f)) for f in rep.figures})
+        run.log(payload)
+        run.summary.update({"finding": rep.sentence, "runs": len(rep.runs), "not_ok": len(rep.not_ok)})
+        run_dirs.append(Path(run.dir).parent)
+        run.finish()
+    wandb.teardown()  # waits until the run files are written out
+    return run_dirs
+
+
+def _table(rows: Sequence[dict[str, Any]]):
+    import wandb
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    data = [[_plain(row.get(c)) for c in columns] for row in rows]
+    return wandb.Table(columns=columns, data=data, allow_mixed_types=True)
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, int | float | str | bool) else str(value)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m normbench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", help="run or sweep output dirs (outputs/..., multirun/...)")
+    parser.add_argument("--out", help="output folder (default: <first dir>/report)")
+    parser.add_argument("--metric", help="headline metric of the sentences and figures (default: val/acc if present)")
+    parser.add_argument("--wandb", action="store_true", help="also log one report run per experiment to W&B")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
+    try:
+        reports = analyse(load_runs(args.dirs), args.metric)
+        write_report(reports, args.dirs, out)
+        if args.wandb:
+            for run_dir in log_to_wandb(reports, args.dirs, out):
+                print(f"W&B report run: {run_dir}")
+    except NormbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    for rep in reports:
+        print(f"{rep.name}: {rep.sentence}")
+        for kind, reason in rep.skipped.items():
+            print(f"  skipped figure '{kind}': {reason}")
+    print(out.resolve())
+    return out
+
+
+if __name__ == "__main__":
+    main()
