@@ -33,7 +33,6 @@ def error_lines(stderr: str) -> list[str]:
         (["model=lstmm"], f"model=lstmm is unknown; accepted: {_options('model')}", None),
         (["data=imbd"], f"data=imbd is unknown; accepted: {_options('data')}", None),
         (["data.batch_size=0"], "data.batch_size=0 is out of range; accepted: an integer >= 1", "ConfigError"),
-        (["data.batch_size=-4"], "data.batch_size=-4 is out of range; accepted: an integer >= 1", "ConfigError"),
         (["data.max_len=0"], "data.max_len=0 is out of range; accepted: an integer >= 1", "ConfigError"),
         (["data.path={tmp}/nope.txt"], "{tmp}/nope.txt: data file not found", "DataError"),
         (["data.path={tmp}/empty.txt"], "{tmp}/empty.txt: data file is empty", "DataError"),
