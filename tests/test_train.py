@@ -80,32 +80,6 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     assert cfg["logger"]["offline"] is True and cfg["logger"]["project"] == "normbench"
 
 
-@pytest.mark.parametrize(
-    ("args", "message", "recorded_error"),
-    [
-        (["norm=btach"], "Could not find 'norm/btach'", None),  # Hydra refuses it before the run starts
-        (["data.path={missing}"], "error: .*{missing}", "DataError"),
-        (["norm=batch", "data.batch_size=1", "model=lstm"], "error: batch norm inside a recurrent .* got 1", "Batch"),
-    ],
-)
-def test_bad_input_is_one_clear_line_without_stack_trace(args, message, recorded_error, tmp_path: Path, mr_file: Path):
-    import re
-
-    missing = tmp_path / "nope.txt"
-    args = [a.format(missing=missing) for a in args] + [f"hydra.run.dir={tmp_path / 'run'}", "logger=none"]
-    if not any(a.startswith("data.path") for a in args):
-        args.append(f"data.path={mr_file}")
-    proc = train(args, tmp_path, check=False)
-    assert proc.returncode != 0
-    assert re.search(message.format(missing=re.escape(str(missing))), proc.stderr), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    results_file = tmp_path / "run" / "results.json"
-    assert results_file.exists() == (recorded_error is not None)
-    if recorded_error:  # a run that started records its failure
-        results = json.loads(results_file.read_text())
-        assert results["status"] == "failed" and results["error"].startswith(recorded_error)
-
-
 def test_csv_logger_and_no_logger(mr_file: Path, tmp_path: Path):
     run_dir = tmp_path / "csv"
     train(

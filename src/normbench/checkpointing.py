@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from normbench.errors import ConfigError
+from normbench.errors import ConfigError, NonFiniteError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
@@ -27,10 +27,28 @@ LAST = "last.ckpt"
 IDENTITY_KEYS = ("model", "norm", "data", "model_config", "norm_config")
 
 
+def first_non_finite_tensor(module: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding a NaN/inf, or None when all are finite."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
+
+
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files appear whole or not at all (temporary file, then rename)."""
+    """``ModelCheckpoint`` whose files appear whole or not at all (temporary file, then rename), and
+    never with non-finite weights: the run stops instead, and the last good checkpoint stays as it was.
+    (`normbench.callbacks.NonFiniteGuard` stops a NaN loss before the optimizer step; this also holds
+    with the instruments off, or when a finite step overflows a weight.)"""
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        bad = first_non_finite_tensor(trainer.lightning_module)
+        if bad is not None:
+            raise NonFiniteError(
+                f"non-finite weights in {bad} after step {trainer.global_step} (epoch {trainer.current_epoch}): "
+                f"not checkpointed, {Path(filepath).parent} keeps the last finite ones; "
+                "try a lower optim.lr or another norm"
+            )
         partial = f"{filepath}.partial"
         trainer.save_checkpoint(partial, self.save_weights_only)
         if trainer.is_global_zero:

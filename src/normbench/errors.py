@@ -5,6 +5,16 @@ raises a `NormbenchError` whose message is one line naming the bad value and wha
 `train.py` prints that line and exits non-zero instead of showing a torch stack trace.
 """
 
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+#: exit code of a run stopped by a user error (Hydra's own failures exit with 1)
+USER_ERROR_EXIT = 2
+
 
 class NormbenchError(Exception):
     """An error caused by the user's input, reported as one line."""
@@ -24,3 +34,33 @@ class BatchStatisticsError(NormbenchError, ValueError):
 
 class NonFiniteError(NormbenchError, FloatingPointError):
     """The loss or a gradient became NaN/inf; the message names the step and the layer."""
+
+
+class JobsFailedError(NormbenchError):
+    """Jobs of a multirun failed; each one's results.json says ``status: failed`` with its error."""
+
+
+def user_error(err: BaseException | None) -> NormbenchError | None:
+    """The `NormbenchError` behind ``err``, if any: Hydra's ``instantiate`` wraps errors raised in
+    constructors (``data.batch_size=0``) in its own exception, with the user's error as the cause."""
+    while err is not None:
+        if isinstance(err, NormbenchError):
+            return err
+        err = err.__cause__
+    return None
+
+
+@contextmanager
+def user_errors_as_one_line() -> Iterator[None]:
+    """A user error inside becomes ``error: <message>`` on stderr and exit code 2, not a stack trace;
+    with ``HYDRA_FULL_ERROR=1`` it is re-raised after that line, for the trace."""
+    try:
+        yield
+    except Exception as err:
+        shown = user_error(err)
+        if shown is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr, flush=True)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(USER_ERROR_EXIT)

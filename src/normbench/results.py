@@ -29,6 +29,26 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """A job dir's results record, or None when it has none (yet) or it cannot be read."""
+    try:
+        record = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def failed_jobs(sweep_dir: Path) -> tuple[int, dict[str, str]]:
+    """How many jobs under a multirun dir wrote results, and the error of each that failed, by job dir."""
+    records = {path.parent: read_results(path.parent) for path in sorted(Path(sweep_dir).glob(f"**/{RESULTS_FILE}"))}
+    failed = {
+        str(job.relative_to(sweep_dir)): str(record.get("error"))
+        for job, record in records.items()
+        if record is not None and record.get("status") == "failed"
+    }
+    return len(records), failed
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in TRACKED_PACKAGES:

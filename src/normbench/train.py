@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,8 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from normbench.errors import NormbenchError
-from normbench.results import RESULTS_FILE, git_commit, library_versions, write_json_atomic
+from normbench.choices import check_group_choices
+from normbench.errors import user_error, user_errors_as_one_line
+from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, write_json_atomic
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
 INSTRUMENT_PREFIXES = (
@@ -170,7 +170,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         record.update(fit_and_evaluate(cfg, run_dir, summary))
         record["status"] = "ok"
     except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        shown = user_error(err) or err
+        record.update(status="failed", error=f"{type(shown).__name__}: {shown}".splitlines()[0])
         raise
     finally:
         finish_wandb()
@@ -186,31 +187,35 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _finished_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((run_dir / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("status") == "ok" else None
+    record = read_results(run_dir)
+    return record if record is not None and record.get("status") == "ok" else None
 
 
 def _task_reporting_user_errors(cfg: DictConfig) -> dict[str, Any] | None:
     """A user error ends a single run with one line on stderr and exit code 2, not a stack trace.
 
-    In a multirun the error is re-raised after that line, so Hydra records the failed job and goes
-    on with the others (it fails the sweep at the end).
+    In a multirun the failed job's line goes to stdout and the sweep goes on with the other jobs; its
+    results.json records the error, and `normbench.hydra_callbacks.SweepFailures` fails the sweep at
+    the end with one line listing the failed jobs.
     """
-    try:
+    if HydraConfig.get().mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        try:
+            return task(cfg)
+        except Exception as err:
+            shown = user_error(err)
+            if shown is None:
+                raise
+            print(f"normbench: job failed: {shown}", flush=True)
+            return None
+    with user_errors_as_one_line():
         return task(cfg)
-    except NormbenchError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
-        sys.exit(2)
 
 
 def main(config_dir: str | os.PathLike | None = None) -> None:
     """``python train.py [overrides]``: Hydra's CLI (``-m`` for sweeps, ``--cfg job`` to print the config)."""
     config_path = str(Path(config_dir or os.environ.get("NORMBENCH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve())
+    with user_errors_as_one_line():
+        check_group_choices(sys.argv[1:], Path(config_path))
     hydra.main(version_base="1.3", config_path=config_path, config_name="train")(_task_reporting_user_errors)()
 
 

@@ -3,7 +3,8 @@
 Why train our own: no download, no pretrained vocabulary carrying information about the test set,
 and a vocabulary size that is a config value. Why cache: training takes seconds and every job of a
 sweep needs the same one; the cache key covers everything that changes the result, so a stale file
-is never reused for other settings.
+is never reused for other settings. Every kind trains to the same vocabulary on every run (for
+WordPiece that takes a workaround, see `_continuing_subwords`), so a fresh cache repeats the results.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -26,7 +26,8 @@ UNK = "[UNK]"
 SPECIAL_TOKENS = [PAD, UNK]  # order fixes the ids: [PAD] = 0, [UNK] = 1
 KINDS = ("wordpiece", "bpe", "word", "char")
 # bump whenever the way a kind is built below changes, so old cache files are no longer picked up
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
+CONTINUING_PREFIX = "##"
 
 
 def texts_fingerprint(texts: list[str]) -> str:
@@ -38,16 +39,42 @@ def texts_fingerprint(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _build(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Trainer]:
-    """An untrained tokenizer of ``kind`` and the trainer that fills its vocabulary."""
+def _continuing_subwords(tok: Tokenizer, texts: list[str]) -> list[str]:
+    """``##c`` for every character ``c`` that continues a word in ``texts``, sorted.
+
+    Why: the WordPiece trainer gives these tokens ids in hash-map order, which changes from run to run,
+    and breaks ties between equally frequent merges by id, so two trainings on the same texts give
+    different vocabularies (huggingface/tokenizers#1794). Handing them to the trainer up front, after
+    the special tokens, fixes their ids and with them the whole training.
+    """
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return [CONTINUING_PREFIX + c for c in sorted(chars)]
+
+
+def _keep_only_special_tokens(tok: Tokenizer) -> Tokenizer:
+    """Drop the ``##c`` tokens from the added (matched-before-splitting) tokens; they stay in the vocabulary."""
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _build(kind: str, vocab_size: int, texts: list[str]) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained tokenizer of ``kind`` and the trainer that fills its vocabulary from ``texts``."""
     bert_norm = normalizers.BertNormalizer(lowercase=True)
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=UNK))
         tok.normalizer = bert_norm
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
+        fixed = SPECIAL_TOKENS + _continuing_subwords(tok, texts)
         trainer: trainers.Trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+            vocab_size=vocab_size,
+            special_tokens=fixed,
+            continuing_subword_prefix=CONTINUING_PREFIX,
+            show_progress=False,
         )
     elif kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=UNK))
@@ -88,8 +115,7 @@ def _load(path: Path) -> Tokenizer | None:
         if tok.token_to_id(PAD) == 0 and tok.token_to_id(UNK) is not None:
             return tok
         msg = f"tokenizer cache {path} lacks {PAD}=0/{UNK}; rebuilding it"
-    log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    log.warning(msg)  # one line on the console and in the job's log (Python prints it even unconfigured)
     return None
 
 
@@ -109,8 +135,10 @@ def load_or_train_tokenizer(
         tok = _load(path)
         if tok is not None:
             return tok
-    tok, trainer = _build(kind, vocab_size)
+    tok, trainer = _build(kind, vocab_size, texts)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if kind == "wordpiece":
+        tok = _keep_only_special_tokens(tok)
     assert tok.token_to_id(PAD) == 0, "special tokens must come first"
     write_bytes_atomic(path, tok.to_str().encode("utf-8"))
     return tok

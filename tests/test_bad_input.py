@@ -1,0 +1,89 @@
+"""Bad input through the real CLI: exit code 2, exactly one ``error:`` line naming the bad value and the
+accepted ones, no stack trace (unless ``HYDRA_FULL_ERROR=1``), and a failed run recorded in results.json."""
+
+import json
+from pathlib import Path
+
+import pytest
+from cli import ROOT, train
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["logger=none", "callbacks=none", "model.d_model=32", "model.d_ff=64", "model.n_layers=1"]  # transformer
+RECURRENT_BATCH_OF_ONE = (
+    "batch norm inside a recurrent cell normalizes each time step over the batch, which needs at least 2 "
+    "sequences per training batch, got 1: use data.batch_size >= 2 or a norm without batch statistics "
+    "(norm=layer, norm=rms)"
+)
+
+
+def _options(group: str) -> str:
+    return ", ".join(sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "recorded"),
+    [
+        (["norm=btach"], f"norm=btach is unknown; accepted: {_options('norm')}", None),
+        (["-m", "norm=layer,btach"], f"norm=btach is unknown; accepted: {_options('norm')}", None),
+        (["model=lstmm"], f"model=lstmm is unknown; accepted: {_options('model')}", None),
+        (["data=imbd"], f"data=imbd is unknown; accepted: {_options('data')}", None),
+        (["data.batch_size=0"], "data.batch_size=0 is out of range; accepted: an integer >= 1", "ConfigError"),
+        (["data.max_len=0"], "data.max_len=0 is out of range; accepted: an integer >= 1", "ConfigError"),
+        (["data.path={tmp}/nope.txt"], "{tmp}/nope.txt: data file not found", "DataError"),
+        (["data.path={tmp}/empty.txt"], "{tmp}/empty.txt: data file is empty", "DataError"),
+        (
+            ["model=lstm", "norm=batch_masked", "data.batch_size=1", "model.hidden_size=32"],
+            RECURRENT_BATCH_OF_ONE,
+            "BatchStatisticsError",
+        ),
+        (
+            ["hydra.run.dir={tmp}/a_file/run"],
+            "cannot write the output dir {tmp}/a_file/run ({tmp}/a_file: not a directory); "
+            "choose another with hydra.run.dir=<dir>",
+            None,
+        ),
+        (
+            ["-m", "hydra.sweep.dir={tmp}/a_file/sweep", "norm=layer,rms"],
+            "cannot write the output dir {tmp}/a_file/sweep ({tmp}/a_file: not a directory); "
+            "choose another with hydra.sweep.dir=<dir>",
+            None,
+        ),
+    ],
+)
+def test_bad_input_is_one_error_line_without_stack_trace(
+    args: list[str], message: str, recorded: str | None, mr_file: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"\r\n")
+    (tmp_path / "a_file").write_text("not a directory")
+    run_dir = tmp_path / "run"
+    args = [a.format(tmp=tmp_path) for a in args]
+    defaults = [f"data.path={mr_file}", f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    given = {a.split("=")[0] for a in args}
+    small = SMALL[:2] if "model" in given else SMALL
+    args = [*args, *small, *(d for d in defaults if d.split("=")[0] not in given)]  # -m first, as Hydra wants
+
+    proc = train(args, tmp_path, check=False)
+
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_lines(proc.stderr) == [f"error: {message.format(tmp=tmp_path)}"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    results_file = run_dir / "results.json"
+    if recorded is None:  # refused before any job started: nothing was created
+        assert not run_dir.exists() and not (tmp_path / "sweep").exists()
+    else:  # the run started: its failure is recorded
+        results = json.loads(results_file.read_text())
+        assert results["status"] == "failed"
+        assert results["error"] == f"{recorded}: {message.format(tmp=tmp_path)}"
+
+
+def test_hydra_full_error_shows_the_stack_trace(mr_file: Path, tmp_path: Path) -> None:
+    args = [*SMALL, f"data.path={mr_file}", f"hydra.run.dir={tmp_path / 'run'}", "data.max_len=0"]
+    proc = train(args, tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0
+    assert error_lines(proc.stderr) == ["error: data.max_len=0 is out of range; accepted: an integer >= 1"]
+    assert "Traceback (most recent call last)" in proc.stderr and "normbench.errors.ConfigError" in proc.stderr
