@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -40,21 +41,28 @@ def main() -> None:
     for model in args.models.split(","):
         for norm in args.norms.split(","):
             run_dir = out / f"{model}-{norm}"
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), _children_cpu_s()
             cmd = [sys.executable, str(ROOT / "train.py"), f"model={model}", f"norm={norm}", f"hydra.run.dir={run_dir}"]
             proc = subprocess.run(cmd + overrides, capture_output=True, text=True)
-            wall = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu_start
             results_file = run_dir / "results.json"
             record = json.loads(results_file.read_text()) if results_file.exists() else {}
             metrics = {**record.get("instruments", {}), **record.get("metrics", {})}
             status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
-            rows.append((model, norm, [metrics.get(k) for k in COLUMNS], wall, status))
+            rows.append((model, norm, [metrics.get(k) for k in COLUMNS], wall, cpu, status))
             print(f"{model:12s} {norm:13s} val/acc={metrics.get('val/acc')} wall={wall:.1f}s {status}", flush=True)
-    print("\n| model | norm | " + " | ".join(COLUMNS) + " | wall s (process) | status |")
-    print("|---" * (len(COLUMNS) + 4) + "|")
-    for model, norm, values, wall, status in rows:
+    print("\n| model | norm | " + " | ".join(COLUMNS) + " | wall s (process) | CPU s | status |")
+    print("|---" * (len(COLUMNS) + 5) + "|")
+    for model, norm, values, wall, cpu, status in rows:
         cells = " | ".join(f"{v:.4f}" if v is not None else "-" for v in values)
-        print(f"| {model} | {norm} | {cells} | {wall:.1f} | {status} |")
+        print(f"| {model} | {norm} | {cells} | {wall:.1f} | {cpu:.1f} | {status} |")
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of finished child processes: a cost that other load on the machine
+    inflates far less than it inflates wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
