@@ -75,7 +75,7 @@ def test_multirun_gives_each_job_its_own_dir_results_and_wandb_run(mr_file: Path
 def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     proc = train(["--cfg", "job", "norm=rms", "model=gru", "data.batch_size=7"], tmp_path)
     cfg = yaml.safe_load(proc.stdout)
-    assert cfg["norm"] == {"name": "rms", "eps": 1e-6, "affine": True}
+    assert cfg["norm"] == {"name": "rms", "eps": 1e-6, "affine": True, "sync": False}
     assert cfg["model"]["cell"] == "gru" and cfg["data"]["batch_size"] == 7
     assert cfg["logger"]["offline"] is True and cfg["logger"]["project"] == "normbench"
 

@@ -106,6 +106,7 @@ class TrainEvalGap(Instrument):
                 "val/loss_batch_stats": batch_mode["loss"],
                 "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
             },
+            sync_dist=True,  # under DDP each process evaluated its shard of the validation set: average them
         )
 
 

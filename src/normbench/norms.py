@@ -550,6 +550,8 @@ def build_norm(cfg: Mapping[str, Any] | str, num_features: int, *, recurrent: bo
     if name not in NORMS:
         raise ConfigError(f"unknown norm {name!r}; accepted: {', '.join(NORMS)}")
     cls = NORMS[name]
+    if not cls.uses_batch_stats:
+        options.pop("sync", None)  # per-token statistics are the same on every process: nothing to synchronize
     if recurrent and cls.uses_batch_stats:
         options.setdefault("small_batch", "running")
     try:

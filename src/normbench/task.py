@@ -66,7 +66,10 @@ class SequenceClassifier(L.LightningModule):
         accuracy = self.metrics[f"{stage}_acc"]
         accuracy(logits, target)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(target))
+        batch_size, sync = len(target), not on_step  # under DDP: val/test loss averaged over the processes
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=sync
+        )
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from normbench.choices import check_group_choices
 from normbench.errors import user_error, user_errors_as_one_line
 from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, write_json_atomic
+from normbench.scaling import compile_encoder, ddp_job, is_global_zero, trainer_config
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
 INSTRUMENT_PREFIXES = (
@@ -64,7 +65,7 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint records about its run, and what a resume must match."""
     return {
         **{k: summary[k] for k in ("model", "norm", "data")},
-        "model_config": OmegaConf.to_container(cfg.model, resolve=True),
+        "model_config": {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "compile"},
         "norm_config": OmegaConf.to_container(cfg.norm, resolve=True),
     }
 
@@ -87,6 +88,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     from normbench.loggers import build_logger
     from normbench.task import SequenceClassifier
 
+    trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
     identity = run_identity(cfg, summary)
     ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
     if ckpt_path is not None:
@@ -97,12 +99,15 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    model_options = OmegaConf.to_container(cfg.model, resolve=True)
+    compile_option = model_options.pop("compile", False)
     encoder = instantiate(
-        cfg.model,
+        model_options,
         vocab_size=datamodule.vocab_size,
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         pad_id=datamodule.pad_id,
     )
+    compile_encoder(encoder, compile_option)
     module = SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
     module.run_identity = identity
 
@@ -114,7 +119,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)
     callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
     trainer = instantiate(
-        cfg.trainer,
+        trainer_options,
         default_root_dir=str(run_dir),
         logger=logger if logger else False,
         callbacks=callbacks,
@@ -138,6 +143,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         "series": series,
         "evaluation_notes": notes,
         "global_step": trainer.global_step,
+        "world_size": trainer.world_size,  # processes; the global batch is world_size x data.batch_size
         "epochs": trainer.current_epoch,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "num_params": sum(p.numel() for p in module.parameters()),
@@ -167,7 +173,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         return finished
     record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
     try:
-        record.update(fit_and_evaluate(cfg, run_dir, summary))
+        with ddp_job(cfg.trainer):
+            record.update(fit_and_evaluate(cfg, run_dir, summary))
         record["status"] = "ok"
     except BaseException as err:
         shown = user_error(err) or err
@@ -181,8 +188,10 @@ def task(cfg: DictConfig) -> dict[str, Any]:
             versions=library_versions(),
             git_commit=git_commit(DEFAULT_CONFIG_DIR.parent),
         )
-        write_json_atomic(run_dir / RESULTS_FILE, record)
-    print(_format_summary(record), flush=True)
+        if is_global_zero():  # under DDP the other processes of the job write nothing
+            write_json_atomic(run_dir / RESULTS_FILE, record)
+    if is_global_zero():
+        print(_format_summary(record), flush=True)
     return record
 
 

@@ -191,7 +191,9 @@ class TextClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        self.train_sampler = ResumableRandomSampler(len(self._require()["train"]), self.shuffle_seed)
+        # under DDP each process takes its share of every global batch (see normbench.data.sampling)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        self.train_sampler = ResumableRandomSampler(len(self._require()["train"]), self.shuffle_seed, world, rank)
         if self._resume_state is not None:
             epoch, batches = self._resume_state["epoch"], self._resume_state["batches_done"]
             self.train_sampler.resume_at(epoch, batches * self.batch_size)
