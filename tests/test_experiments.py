@@ -19,7 +19,7 @@ def _compose(*overrides: str):
 
 
 def test_the_catalogue_has_its_entries():
-    expected = {"small_batch", "padding", "train_eval_gap", "length_extrapolation", "causal_leak"}
+    expected = {"small_batch", "padding", "train_eval_gap", "length_extrapolation", "causal_leak", "ddp"}
     assert expected | {"batch_stat_fluctuation", "inference_batch_one"} <= set(EXPERIMENTS)
 
 
@@ -33,7 +33,9 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
     assert norms & PER_TOKEN and norms & BATCH, norms  # the gap is always measured side by side
     for norm in norms:
         job = _compose(f"experiment={name}", f"norm={norm}")
-        encoder = instantiate(job.model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
+        model = OmegaConf.to_container(job.model, resolve=True)
+        model.pop("compile")  # a switch for train.py, not an encoder argument
+        encoder = instantiate(model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
         assert encoder.output_dim > 0
     assert cfg.trainer.max_epochs == 1 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
 
