@@ -70,7 +70,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         silence_mid_epoch_resume_warning,
     )
     from normbench.loggers import build_logger
-    from normbench.task import SequenceClassifier
+    from normbench.task import build_task
 
     identity = run_identity(cfg, summary)
     ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
@@ -88,14 +88,14 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         pad_id=datamodule.pad_id,
     )
-    module = SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
+    module = build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
     module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")] + list(cfg.tags)
     logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)
+    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
     callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
     trainer = instantiate(
         cfg.trainer,
@@ -125,7 +125,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
 
 def _format_summary(record: dict[str, Any]) -> str:
     m = record.get("metrics", {})
-    accuracy = " ".join(f"{k}={m[k]:.4f}" for k in ("val/acc", "test/acc") if k in m)
+    shown = ("val/bpc", "val/ppl", "test/bpc", "test/ppl") if "val/ppl" in m else ("val/acc", "test/acc")
+    accuracy = " ".join(f"{k}={m[k]:.4f}" for k in shown if k in m)
     return (
         f"normbench: model={record['model']} norm={record['norm']} batch_size={record['batch_size']} "
         f"{accuracy} wall={record['wall_time_s']:.1f}s dir={record['output_dir']}"
