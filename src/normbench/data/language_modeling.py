@@ -85,6 +85,8 @@ class LanguageModelingDataModule(SequenceDataModule):
         drop_last: bool = True,
         cache_dir: str | None = None,
         shuffle_seed: int = 0,
+        bucket: bool = False,
+        bucket_pool: int = 50,
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -92,6 +94,8 @@ class LanguageModelingDataModule(SequenceDataModule):
             num_workers=num_workers,
             drop_last=drop_last,
             shuffle_seed=shuffle_seed,
+            bucket=bucket,
+            bucket_pool=bucket_pool,
             cache_dir=cache_dir,
             name=name,
         )
