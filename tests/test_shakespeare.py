@@ -152,6 +152,7 @@ def test_cli_trains_a_causal_transformer_lm_with_every_instrument(tmp_path: Path
     assert "val/bpc=" in proc.stdout and results["data_stats"]["task"] == "lm"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bidirectional_model_for_language_modeling(tmp_path: Path) -> None:
     works = write_works(tmp_path / "works", n=3, lines=20)
     args = ["data=shakespeare_char", f"data.path={works}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
