@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from normbench.data import MRPolarityDataModule, TextClassificationDataModule, classification, fetch, mr
+from normbench.data import MRPolarityDataModule, TextClassificationDataModule, base, fetch, mr
 from normbench.data import tokenizer as tok_mod
 from normbench.data.classification import resolve_cache_dir, split_examples
 from normbench.data.collate import pad_collate
@@ -256,7 +256,7 @@ def test_training_gives_the_same_vocabulary_every_time(kind: str, snippets: Path
     tokenizers = [load_or_train_tokenizer(texts, kind, 300, tmp_path / str(i), "fp") for i in range(5)]
     assert all(tok.get_vocab() == tokenizers[0].get_vocab() for tok in tokenizers)
     added = [token.content for token in tokenizers[0].get_added_tokens_decoder().values()]
-    assert added == ["[PAD]", "[UNK]"]  # the workaround's ##c tokens are ordinary vocabulary
+    assert added == ["[PAD]", "[UNK]", "[EOS]"]  # the workaround's ##c tokens are ordinary vocabulary
 
 
 def test_settings_change_uses_another_cache_file(tmp_path: Path):
@@ -400,7 +400,7 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert resolve_cache_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
     assert resolve_cache_dir(None) == tmp_path / "cache"  # $NORMBENCH_CACHE (set by the autouse fixture)
     monkeypatch.delenv("NORMBENCH_CACHE")
-    assert resolve_cache_dir(None) == Path(classification.platformdirs.user_cache_dir("normbench"))
+    assert resolve_cache_dir(None) == Path(base.platformdirs.user_cache_dir("normbench"))
 
 
 def test_hydra_config_instantiates(snippets: Path):

@@ -83,8 +83,11 @@ def silence_mid_epoch_resume_warning() -> None:
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
-def checkpoint_callbacks(run_dir: Path, every_n_steps: int, save_best: bool) -> list[Callback]:
-    """``last.ckpt`` every ``every_n_steps`` optimizer steps, ``best.ckpt`` by ``val/acc``, the RNG keeper."""
+def checkpoint_callbacks(
+    run_dir: Path, every_n_steps: int, save_best: bool, monitor: tuple[str, str] = ("val/acc", "max")
+) -> list[Callback]:
+    """``last.ckpt`` every ``every_n_steps`` optimizer steps, ``best.ckpt`` by ``monitor`` (metric, min|max)
+    (the task module's: ``val/acc`` for classification, ``val/loss`` for language modeling), the RNG keeper."""
     if every_n_steps <= 0:
         return []
     directory = run_dir / CHECKPOINT_DIR
@@ -95,7 +98,7 @@ def checkpoint_callbacks(run_dir: Path, every_n_steps: int, save_best: bool) -> 
     if save_best:
         callbacks.append(
             AtomicModelCheckpoint(
-                dirpath=directory, filename="best", monitor="val/acc", mode="max", auto_insert_metric_name=False
+                dirpath=directory, filename="best", monitor=monitor[0], mode=monitor[1], auto_insert_metric_name=False
             )
         )
     return callbacks

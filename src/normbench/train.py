@@ -86,7 +86,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     )
     from normbench.evaluation import extra_evaluations
     from normbench.loggers import build_logger
-    from normbench.task import SequenceClassifier
+    from normbench.task import build_task
 
     trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
     identity = run_identity(cfg, summary)
@@ -108,7 +108,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         pad_id=datamodule.pad_id,
     )
     compile_encoder(encoder, compile_option)
-    module = SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
+    module = build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
     module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
@@ -116,7 +116,7 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
     logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)
+    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
     callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
     trainer = instantiate(
         trainer_options,
@@ -153,7 +153,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
 
 def _format_summary(record: dict[str, Any]) -> str:
     m = record.get("metrics", {})
-    accuracy = " ".join(f"{k}={m[k]:.4f}" for k in ("val/acc", "test/acc") if k in m)
+    shown = ("val/bpc", "val/ppl", "test/bpc", "test/ppl") if "val/ppl" in m else ("val/acc", "test/acc")
+    accuracy = " ".join(f"{k}={m[k]:.4f}" for k in shown if k in m)
     return (
         f"normbench: model={record['model']} norm={record['norm']} batch_size={record['batch_size']} "
         f"{accuracy} wall={record['wall_time_s']:.1f}s dir={record['output_dir']}"

@@ -1,6 +1,7 @@
 """A LightningDataModule for ``(text, label)`` classification: fixed split, own tokenizer, padded batches.
 
-Subclasses only say where the examples come from (``load_examples``). Everything that affects what
+Subclasses only say where the examples come from: ``load_examples`` (one pool, split here by
+``data.split``) or ``load_split_examples`` (a corpus's official splits). Everything that affects what
 the model sees (the split, the tokenizer, truncation) is decided here once, deterministically and
 independently of the training seed, so runs with different seeds differ only in the model.
 """
@@ -8,42 +9,21 @@ independently of the training seed, so runs with different seeds differ only in 
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import Sequence
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-import lightning as L
-import platformdirs
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from normbench.data.collate import pad_collate
-from normbench.data.sampling import ResumableRandomSampler
+from normbench.data.base import SequenceDataModule, positive_int, resolve_cache_dir
 from normbench.data.tokenizer import KINDS, PAD, UNK, load_or_train_tokenizer, texts_fingerprint
 from normbench.errors import ConfigError, DataError
 
+__all__ = ["TextClassificationDataModule", "resolve_cache_dir", "split_examples"]
+
 Example = tuple[str, int]
 Encoded = list[tuple[Tensor, int]]
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
-    """The cache directory: the argument if given, else ``$NORMBENCH_CACHE``, else the user cache dir."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("NORMBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("normbench"))
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"data.{name}={value!r} is out of range; accepted: an integer >= 1")
-    return value
 
 
 def _split_fractions(split: Any) -> tuple[float, float, float]:
@@ -75,8 +55,21 @@ def split_examples(
     return tuple([examples[i] for i in part] for part in parts)  # type: ignore[return-value]
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+def carve_validation(
+    train: Sequence[Example], fractions: tuple[float, float, float], seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Train and validation from an official training split (for corpora that publish no validation
+    split): validation keeps the share ``val / (train + val)`` of ``data.split``, chosen with ``seed``."""
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * fractions[1] / (fractions[0] + fractions[1])))
+    return [train[i] for i in order[n_val:]], [train[i] for i in order[:n_val]]
+
+
+class TextClassificationDataModule(SequenceDataModule):
     """Base datamodule; batches are ``(tokens[B, T] long, mask[B, T] bool, target[B] long)``."""
+
+    task = "classification"
 
     def __init__(
         self,
@@ -90,14 +83,23 @@ class TextClassificationDataModule(L.LightningDataModule):
         drop_last: bool = False,
         cache_dir: str | None = None,
         shuffle_seed: int = 0,
+        bucket: bool = False,
+        bucket_pool: int = 50,
+        name: str | None = None,
         pad_to: int = 0,
     ) -> None:
-        super().__init__()
-        self.shuffle_seed = shuffle_seed
-        self.train_sampler: ResumableRandomSampler | None = None
-        self._resume_state: dict[str, int] | None = None
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.max_len = _positive_int("max_len", max_len)
+        super().__init__(
+            pad_to=pad_to,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=drop_last,
+            shuffle_seed=shuffle_seed,
+            bucket=bucket,
+            bucket_pool=bucket_pool,
+            cache_dir=cache_dir,
+            name=name,
+        )
+        self.max_len = positive_int("max_len", max_len)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
             raise ConfigError(f"data.vocab_size={vocab_size!r} is out of range; accepted: an integer >= 3")
         self.vocab_size_requested = vocab_size
@@ -108,38 +110,31 @@ class TextClassificationDataModule(L.LightningDataModule):
         if isinstance(split_seed, bool) or not isinstance(split_seed, int):
             raise ConfigError(f"data.split_seed={split_seed!r} is not an integer")
         self.split_seed = split_seed
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} is out of range; accepted: an integer >= 0")
-        self.num_workers = num_workers
-        self.drop_last = bool(drop_last)
-        if isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < 0:
-            raise ConfigError(f"data.pad_to={pad_to!r} is out of range; accepted: 0 (the longest in the batch) or more")
-        self.pad_to = pad_to
-        self.cache_dir = resolve_cache_dir(cache_dir)
         self.tokenizer: Any = None
-        self._splits: dict[str, Encoded] | None = None
-        self._examples: dict[str, list[Example]] = {}
         self._num_classes: int | None = None
+        self._examples: dict[str, list[Example]] = {}
 
-    # --- hook for subclasses -------------------------------------------------------------------
+    # --- hooks for subclasses ------------------------------------------------------------------
     def load_examples(self) -> list[Example]:
         """All labelled examples (labels 0..K-1), in a fixed order; called once per ``setup``."""
         raise NotImplementedError
 
-    # --- Lightning hooks -----------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        """Split, tokenize and encode once; later calls (any stage) are no-ops."""
-        if self._splits is not None:
-            return
-        examples = self.load_examples()
-        labels = sorted({label for _, label in examples})
+    def load_split_examples(self) -> tuple[list[Example], list[Example], list[Example]]:
+        """Train, validation and test examples; by default ``load_examples`` cut by ``data.split``."""
+        return split_examples(self.load_examples(), self.split, self.split_seed)
+
+    # --- building the splits -------------------------------------------------------------------
+    def build_splits(self) -> dict[str, Encoded]:
+        """Split, train the tokenizer on the training split, encode."""
+        train, val, test = self.load_split_examples()
+        labels = sorted({label for part in (train, val, test) for _, label in part})
         if not labels or labels[0] < 0:
             raise DataError(f"{type(self).__name__}: labels must be integers >= 0, got {labels[:5]}")
-        train, val, test = split_examples(examples, self.split, self.split_seed)
         for name, part in (("train", train), ("val", val), ("test", test)):
             if not part:
+                total = len(train) + len(val) + len(test)
                 raise DataError(
-                    f"{type(self).__name__}: {len(examples)} examples leave the {name} split empty "
+                    f"{type(self).__name__}: {total} examples leave the {name} split empty "
                     f"with data.split={list(self.split)}"
                 )
         train_texts = [text for text, _ in train]
@@ -152,7 +147,13 @@ class TextClassificationDataModule(L.LightningDataModule):
         )
         self._num_classes = labels[-1] + 1
         self._examples = {"train": train, "val": val, "test": test}
-        self._splits = {name: self._encode(part, self.max_len) for name, part in self._examples.items()}
+        return {name: self._encode(part, self.max_len) for name, part in self._examples.items()}
+
+    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None):
+        """``split`` in order, truncated at another ``max_len`` and/or batched by another ``batch_size`` than
+        training used (length extrapolation, inference at batch size one)."""
+        data = self._encode(self._examples[split], max_len) if max_len else self._require()[split]
+        return self._loader(split, data=data, batch_size=batch_size or self.batch_size)
 
     def _encode(self, examples: list[Example], max_len: int) -> Encoded:
         """Token ids truncated to ``max_len``; an empty encoding becomes ``[UNK]`` so no row is all padding."""
@@ -164,64 +165,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             out.append((torch.tensor(ids, dtype=torch.long), int(label)))
         return out
 
-    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None) -> DataLoader:
-        """``split`` in order, truncated at another ``max_len`` and/or batched by another ``batch_size`` than
-        training used (length extrapolation, inference at batch size one)."""
-        self._require()
-        data = self._encode(self._examples[split], max_len) if max_len else self._splits[split]
-        return self._loader(split, data=data, batch_size=batch_size)
-
-    def _loader(
-        self,
-        split: str,
-        sampler: ResumableRandomSampler | None = None,
-        data: Encoded | None = None,
-        batch_size: int | None = None,
-    ) -> DataLoader:
-        return DataLoader(
-            data if data is not None else self._require()[split],  # type: ignore[arg-type]
-            batch_size=batch_size or self.batch_size,
-            sampler=sampler,
-            drop_last=self.drop_last and sampler is not None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=partial(pad_collate, pad_id=self.pad_id, pad_to=self.pad_to),
-            # a private generator: creating an iterator never draws from the global RNG (dropout's)
-            generator=torch.Generator().manual_seed(self.shuffle_seed),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        # under DDP each process takes its share of every global batch (see normbench.data.sampling)
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        self.train_sampler = ResumableRandomSampler(len(self._require()["train"]), self.shuffle_seed, world, rank)
-        if self._resume_state is not None:
-            epoch, batches = self._resume_state["epoch"], self._resume_state["batches_done"]
-            self.train_sampler.resume_at(epoch, batches * self.batch_size)
-            self._resume_state = None
-        return self._loader("train", self.train_sampler)
-
-    def state_dict(self) -> dict[str, int]:
-        """Where training stands in the epoch, saved in checkpoints so a resumed run skips what was done."""
-        if self.trainer is None:
-            return {}
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_state = dict(state) if state else None
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
     # --- what the model and the results need ---------------------------------------------------
-    def _require(self) -> dict[str, Encoded]:
-        if self._splits is None:
-            raise RuntimeError(f"{type(self).__name__}: call prepare_data() and setup() first")
-        return self._splits
-
     @property
     def vocab_size(self) -> int:
         """The trained tokenizer's real size (may be below the requested ``vocab_size`` on small data)."""
@@ -238,17 +182,3 @@ class TextClassificationDataModule(L.LightningDataModule):
         self._require()
         assert self._num_classes is not None
         return self._num_classes
-
-    def stats(self) -> dict[str, Any]:
-        """Split sizes and encoded lengths (after truncation), for results.json."""
-        splits = self._require()
-        lengths = [len(ids) for part in splits.values() for ids, _ in part]
-        return {
-            "num_train": len(splits["train"]),
-            "num_val": len(splits["val"]),
-            "num_test": len(splits["test"]),
-            "mean_len": sum(lengths) / len(lengths),
-            "max_len": max(lengths),
-            "vocab_size": self.vocab_size,
-            "num_classes": self.num_classes,
-        }

@@ -32,3 +32,24 @@ def pad_collate(
     mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
     target = torch.tensor([int(label) for _, label in batch], dtype=torch.long)
     return tokens, mask, target
+
+
+#: target value of positions that have no next token (padding): skipped by the loss and every metric
+IGNORE_INDEX = -100
+
+
+def pad_lm_collate(batch: Sequence[tuple[Tensor, Tensor]], pad_id: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """``[(input_ids, next_ids), ...]`` -> ``(tokens[B, T], mask[B, T], target[B, T])`` for language modeling.
+
+    Inputs are right-padded with ``pad_id`` and targets with ``IGNORE_INDEX``, so padded positions are
+    neither attended to (mask) nor scored (target).
+    """
+    if len(batch) == 0:
+        raise ValueError("pad_lm_collate got an empty batch")
+    tokens, mask, _ = pad_collate([(ids, 0) for ids, _ in batch], pad_id)
+    target = torch.full_like(tokens, IGNORE_INDEX)
+    for i, (ids, next_ids) in enumerate(batch):
+        if len(next_ids) != len(ids):
+            raise ValueError(f"pad_lm_collate: example {i} has {len(ids)} inputs but {len(next_ids)} targets")
+        target[i, : len(next_ids)] = torch.as_tensor(next_ids, dtype=torch.long)
+    return tokens, mask, target

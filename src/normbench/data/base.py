@@ -1,0 +1,219 @@
+"""What every datamodule shares: loaders over fixed splits, the training order, resume state, statistics.
+
+Every task yields batches ``(tokens[B, T], mask[B, T], target)`` (``target[B]`` for classification,
+``target[B, T]`` next tokens for language modeling). Subclasses only build the three splits
+(``build_splits``) and say how big the vocabulary is; the training order is a function of
+``(shuffle_seed, epoch)`` alone, with or without length bucketing, and resumable mid-epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import platformdirs
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from normbench.data.collate import pad_collate, pad_lm_collate
+from normbench.data.sampling import BucketBatchSampler, ResumableRandomSampler
+from normbench.errors import ConfigError
+
+TASKS = ("classification", "lm")
+#: one example: token ids and the target (a label, or the next token at every position)
+Item = tuple[Tensor, Any]
+Splits = dict[str, Sequence[Item]]
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The cache directory: the argument if given, else ``$NORMBENCH_CACHE``, else the user cache dir."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("NORMBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("normbench"))
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``data.<name>`` as an int >= ``minimum``, else a one-line ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"data.{name}={value!r} is out of range; accepted: an integer >= {minimum}")
+    return value
+
+
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of the positions of padded ``[B, longest]`` batches that are padding."""
+    real = total = 0
+    for batch in batches:
+        batch_lengths = [lengths[i] for i in batch]
+        real += sum(batch_lengths)
+        total += len(batch_lengths) * max(batch_lengths)
+    return 1.0 - real / total if total else 0.0
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Base datamodule: fixed splits in memory, padded batches, a seeded resumable training order.
+
+    ``bucket=true`` batches sequences of similar length (sorted within pools of ``bucket_pool`` batches,
+    batch order shuffled): less padding, but batches that are no longer i.i.d. samples of the data.
+    """
+
+    #: ``classification`` (target[B]) or ``lm`` (target[B, T]); decides the LightningModule
+    task: str = "classification"
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        shuffle_seed: int = 0,
+        bucket: bool = False,
+        bucket_pool: int = 50,
+        cache_dir: str | None = None,
+        name: str | None = None,
+        pad_to: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.pad_to = positive_int("pad_to", pad_to, minimum=0)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers!r} is out of range; accepted: an integer >= 0")
+        self.num_workers = num_workers
+        self.drop_last = bool(drop_last)
+        self.shuffle_seed = shuffle_seed
+        self.bucket = bool(bucket)
+        self.bucket_pool = positive_int("bucket_pool", bucket_pool)
+        self.cache_dir = resolve_cache_dir(cache_dir)
+        self.name = name
+        self.train_sampler: ResumableRandomSampler | BucketBatchSampler | None = None
+        self._resume_state: dict[str, int] | None = None
+        self._splits: Splits | None = None
+
+    # --- hooks for subclasses ------------------------------------------------------------------
+    def build_splits(self) -> Splits:
+        """The ``train``, ``val`` and ``test`` examples, each ``(ids[T] long, target)``; called once."""
+        raise NotImplementedError
+
+    def epoch_size(self) -> int | None:
+        """Training examples drawn per epoch (None: all of them)."""
+        return None
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def pad_id(self) -> int:
+        raise NotImplementedError
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits once; later calls (any stage) are no-ops."""
+        if self._splits is None:
+            self._splits = self.build_splits()
+
+    def _require(self) -> Splits:
+        if self._splits is None:
+            raise RuntimeError(f"{type(self).__name__}: call prepare_data() and setup() first")
+        return self._splits
+
+    def lengths(self, split: str) -> list[int]:
+        """Sequence length of every example of a split (what bucketing sorts by)."""
+        return [len(ids) for ids, _ in self._require()[split]]
+
+    @property
+    def collate_fn(self):
+        if self.task == "lm":
+            return partial(pad_lm_collate, pad_id=self.pad_id)
+        return partial(pad_collate, pad_id=self.pad_id, pad_to=self.pad_to)
+
+    def _loader(self, split: str, data: Sequence[Item] | None = None, **sampling: Any) -> DataLoader:
+        return DataLoader(
+            data if data is not None else self._require()[split],  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn,
+            # a private generator: creating an iterator never draws from the global RNG (dropout's)
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
+            **({"batch_size": self.batch_size} | sampling),
+        )
+
+    def _train_sampler(self) -> ResumableRandomSampler | BucketBatchSampler:
+        train = self._require()["train"]
+        if self.bucket:
+            return BucketBatchSampler(
+                self.lengths("train"), self.batch_size, self.shuffle_seed, self.drop_last, self.bucket_pool
+            )
+        # under DDP each process takes its share of every global batch (see normbench.data.sampling)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return ResumableRandomSampler(len(train), self.shuffle_seed, world, rank, epoch_size=self.epoch_size())
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self.train_sampler = self._train_sampler()
+        if self._resume_state is not None:
+            epoch, batches = self._resume_state["epoch"], self._resume_state["batches_done"]
+            if isinstance(sampler, BucketBatchSampler):
+                sampler.resume_at(epoch, batches)
+            else:
+                sampler.resume_at(epoch, batches * self.batch_size)
+            self._resume_state = None
+        if isinstance(sampler, BucketBatchSampler):
+            return self._loader("train", batch_sampler=sampler, batch_size=1)
+        return self._loader("train", sampler=sampler, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the epoch, saved in checkpoints so a resumed run skips what was done."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_state = dict(state) if state else None
+
+    # --- what the results need -----------------------------------------------------------------
+    def train_batches(self, epoch: int = 0) -> list[list[int]]:
+        """The training batches of ``epoch`` as example indices, in the order the loader yields them."""
+        sampler = self._train_sampler()
+        if isinstance(sampler, BucketBatchSampler):
+            return sampler.batches(epoch)
+        order = sampler.order(epoch)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return batches[:-1] if self.drop_last and len(batches[-1]) < self.batch_size else batches
+
+    def stats(self) -> dict[str, Any]:
+        """Split sizes, sequence lengths and the padding share of the first epoch's training batches."""
+        splits = self._require()
+        lengths = [n for split in splits for n in self.lengths(split)]
+        stats = {
+            "task": self.task,
+            "num_train": len(splits["train"]),
+            "num_val": len(splits["val"]),
+            "num_test": len(splits["test"]),
+            "mean_len": sum(lengths) / len(lengths),
+            "max_len": max(lengths),
+            "train_padding_share": padding_share(self.lengths("train"), self.train_batches(0)),
+            "vocab_size": self.vocab_size,
+        }
+        if self.task == "classification":
+            stats["num_classes"] = self.num_classes
+        return stats
+
+    @property
+    def num_classes(self) -> int:
+        """Classification only: labels are ``0..num_classes-1``."""
+        self._require()
+        labels = [int(label) for split in self._require().values() for _, label in split]
+        return max(labels) + 1
