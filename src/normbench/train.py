@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.errors import NormbenchError
-from normbench.results import RESULTS_FILE, git_commit, library_versions, write_json_atomic
+from normbench.results import RESULTS_FILE, git_commit, library_versions, timed, write_json_atomic
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
 INSTRUMENT_PREFIXES = (
@@ -69,23 +69,26 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+def fit_and_evaluate(
+    cfg: DictConfig, run_dir: Path, summary: dict[str, Any], timings: dict[str, float]
+) -> dict[str, Any]:
     """Train (or continue a killed run), then validate and test the final weights; returns the results
-    record's run-specific part."""
-    import lightning as L
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+    record's run-specific part. ``timings`` gets the wall seconds of each phase."""
+    with timed(timings, "imports"):
+        import lightning as L
+        from hydra.utils import instantiate
+        from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-    from normbench.callbacks import Instrument
-    from normbench.checkpointing import (
-        check_checkpoint,
-        checkpoint_callbacks,
-        resume_checkpoint,
-        silence_mid_epoch_resume_warning,
-    )
-    from normbench.evaluation import extra_evaluations
-    from normbench.loggers import build_logger
-    from normbench.task import SequenceClassifier
+        from normbench.callbacks import Instrument
+        from normbench.checkpointing import (
+            check_checkpoint,
+            checkpoint_callbacks,
+            resume_checkpoint,
+            silence_mid_epoch_resume_warning,
+        )
+        from normbench.evaluation import extra_evaluations
+        from normbench.loggers import build_logger
+        from normbench.task import SequenceClassifier
 
     identity = run_identity(cfg, summary)
     ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
@@ -94,9 +97,10 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         silence_mid_epoch_resume_warning()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    with timed(timings, "data"):
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     encoder = instantiate(
         cfg.model,
         vocab_size=datamodule.vocab_size,
@@ -109,7 +113,8 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")]
     tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
-    logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
+    with timed(timings, "logger"):
+        logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best)
     callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
@@ -120,16 +125,18 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         callbacks=callbacks,
         enable_checkpointing=bool(checkpoints),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with timed(timings, "fit"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     final_logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
     metrics: dict[str, float] = {}
-    for results in (
-        trainer.validate(module, datamodule, verbose=False),
-        trainer.test(module, datamodule, verbose=False),
-    ):
-        metrics.update({k: float(v) for k, v in results[0].items()})
-    evaluate = cfg.get("evaluate") or {}
-    extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
+    with timed(timings, "eval"):
+        for results in (
+            trainer.validate(module, datamodule, verbose=False),
+            trainer.test(module, datamodule, verbose=False),
+        ):
+            metrics.update({k: float(v) for k, v in results[0].items()})
+        evaluate = cfg.get("evaluate") or {}
+        extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
     metrics.update(extra)
     series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}
     return {
@@ -156,9 +163,11 @@ def _format_summary(record: dict[str, Any]) -> str:
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job. Writes ``results.json`` whether the run succeeds or fails, so nothing is lost."""
-    from normbench.loggers import finish_wandb
-
     start = time.perf_counter()
+    timings: dict[str, float] = {}  # wall seconds per phase; imports are paid by a process's first job only
+    with timed(timings, "imports"):
+        from normbench.loggers import finish_wandb
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run_summary(cfg)
     finished = _finished_record(run_dir) if cfg.resume else None
@@ -167,14 +176,16 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         return finished
     record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
     try:
-        record.update(fit_and_evaluate(cfg, run_dir, summary))
+        record.update(fit_and_evaluate(cfg, run_dir, summary, timings))
         record["status"] = "ok"
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
         raise
     finally:
-        finish_wandb()
+        with timed(timings, "logger_finish"):
+            finish_wandb()
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
+        record["timings"] = timings
         record.update(
             config=OmegaConf.to_container(cfg, resolve=True),
             versions=library_versions(),
