@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.errors import ConfigError
@@ -104,6 +105,12 @@ class SequenceClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW (no decay on norms, biases and embeddings) with a per-step warm-up + cosine schedule."""
+        optimizer, schedule = self.optimizer_and_schedule(int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def optimizer_and_schedule(self, total_steps: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
+        """The optimizer and its schedule over ``total_steps`` steps; also what a plain PyTorch loop over this
+        module uses (the benchmark compares the two), so both train exactly alike."""
         decay, no_decay = [], []
         for module in self.modules():
             for name, param in module.named_parameters(recurse=False):
@@ -115,7 +122,6 @@ class SequenceClassifier(L.LightningModule):
             lr=hp.lr,
             betas=tuple(hp.betas),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, total_steps)
         warmup = max(1, int(hp.warmup * total))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return optimizer, LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))

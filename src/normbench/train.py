@@ -69,6 +69,31 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def build_datamodule(cfg: DictConfig):
+    """The configured datamodule, prepared and set up for fitting."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule):
+    """The configured encoder (model + norm) inside the LightningModule, sized for the datamodule's data."""
+    from hydra.utils import instantiate
+
+    from normbench.task import SequenceClassifier
+
+    encoder = instantiate(
+        cfg.model,
+        vocab_size=datamodule.vocab_size,
+        norm=OmegaConf.to_container(cfg.norm, resolve=True),
+        pad_id=datamodule.pad_id,
+    )
+    return SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
+
+
 def fit_and_evaluate(
     cfg: DictConfig, run_dir: Path, summary: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
@@ -88,7 +113,6 @@ def fit_and_evaluate(
         )
         from normbench.evaluation import extra_evaluations
         from normbench.loggers import build_logger
-        from normbench.task import SequenceClassifier
 
     identity = run_identity(cfg, summary)
     ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
@@ -98,16 +122,8 @@ def fit_and_evaluate(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-    encoder = instantiate(
-        cfg.model,
-        vocab_size=datamodule.vocab_size,
-        norm=OmegaConf.to_container(cfg.norm, resolve=True),
-        pad_id=datamodule.pad_id,
-    )
-    module = SequenceClassifier(encoder, datamodule.num_classes, **OmegaConf.to_container(cfg.optim, resolve=True))
+        datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
     module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
