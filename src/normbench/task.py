@@ -65,11 +65,17 @@ class SequenceClassifier(L.LightningModule):
         logits = self(tokens, mask)
         loss = F.cross_entropy(logits, target)
         accuracy = self.metrics[f"{stage}_acc"]
-        accuracy(logits, target)
+        accuracy.update(logits, target)  # forward() would also compute a per-batch value nobody logs (slow)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(target))
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage != "train":  # train/acc: once an epoch, in on_train_epoch_end
+            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training accuracy. Lightning moves a logged metric object's state to the device on
+        every ``self.log`` call, which costs more than a small model's step on a CPU; once an epoch is enough."""
+        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record what was trained (model, norm, data and their configs) so a resume can refuse a mismatch."""
