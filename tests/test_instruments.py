@@ -2,10 +2,12 @@
 
 import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 from normbench.callbacks import (
     BatchPartnerDependence,
@@ -159,3 +161,15 @@ def _transformer_for(vocab: int, norm) -> TransformerEncoder:
 def test_non_finite_guard_stops_with_step_and_layer(mr_file: Path, tmp_path: Path) -> None:
     with pytest.raises(NonFiniteError, match=r"non-finite loss \(nan\) at step 3 .*layer encoder.blocks.0.norm2"):
         _fit(mr_file, tmp_path, lambda v: _transformer_for(v, "layer"), [NonFiniteGuard(), _PoisonWeights(3)])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_guard_names_the_first_parameter_with_a_non_finite_gradient(bad: float) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    for param in model.parameters():
+        param.grad = torch.full_like(param, 1e30)  # huge but finite: no alarm
+    trainer = SimpleNamespace(global_step=7, current_epoch=1)
+    NonFiniteGuard().on_after_backward(trainer, model)
+    model[1].weight.grad[1, 2] = bad
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient at step 7 \(epoch 1\) in layer 1.weight;"):
+        NonFiniteGuard().on_after_backward(trainer, model)

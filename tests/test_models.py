@@ -143,6 +143,15 @@ def test_causal_transformer_with_batch_norm_leaks_the_future_in_train_mode() -> 
     assert (model(changed, mask)[:, :5] - model(tokens, mask)[:, :5]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("norm", ["layer", "batch_masked"])
+def test_transformer_without_mask_equals_an_all_real_mask(causal: bool, norm: str) -> None:
+    model = _encoder("transformer", norm, causal=causal).eval()
+    tokens, mask = _tokens([7, 7, 7], 7)
+    assert bool(mask.all())
+    torch.testing.assert_close(model(tokens, None), model(tokens, mask), **TOL)
+
+
 def test_pre_and_post_norm_are_different_models() -> None:
     tokens, mask = _tokens([5, 4], 5)
     pre = _encoder("transformer", "layer", pre_norm=True)

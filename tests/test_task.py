@@ -31,3 +31,22 @@ def test_bad_optimizer_settings_are_config_errors() -> None:
         SequenceClassifier(encoder, 2, warmup=1.5)
     with pytest.raises(ConfigError, match=r"optim.lr=0"):
         SequenceClassifier(encoder, 2, lr=0)
+
+
+def test_training_logs_loss_per_step_and_accuracy_per_epoch(tmp_path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from normbench.data.collate import pad_collate
+
+    torch.manual_seed(0)
+    data = [(torch.randint(1, 10, (int(torch.randint(2, 6, ()).item()),)), i % 2) for i in range(24)]
+    loader = DataLoader(data, batch_size=8, collate_fn=pad_collate)
+    module = SequenceClassifier(TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8), 2)
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path
+    )
+    trainer.fit(module, loader, loader)
+    logged = trainer.callback_metrics
+    assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/acc", "val/loss"} <= set(logged)
+    assert 0.0 <= float(logged["train/acc"]) <= 1.0  # also false for NaN

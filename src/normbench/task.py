@@ -14,6 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -99,21 +100,30 @@ class SequenceTask(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW (no decay on norms, biases and embeddings) with a per-step warm-up + cosine schedule."""
+        optimizer, schedule = self.optimizer_and_schedule(int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def optimizer_and_schedule(self, total_steps: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
+        """The optimizer and its schedule over ``total_steps`` steps; also what a plain PyTorch loop over this
+        module uses (the benchmark compares the two), so both train exactly alike."""
         decay, no_decay = [], []
         for module in self.modules():
             for name, param in module.named_parameters(recurse=False):
                 plain_weight = name == "weight" and isinstance(module, nn.Linear)
                 (decay if plain_weight else no_decay).append(param)
         hp = self.hparams
+        # the fused kernel updates every parameter in one call: on a CPU 8x faster than the default
+        # per-parameter loop (a third of a small model's training step at batch size 2)
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.lr,
             betas=tuple(hp.betas),
+            fused=fused,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, total_steps)
         warmup = max(1, int(hp.warmup * total))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return optimizer, LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
 
 
 class SequenceClassifier(SequenceTask):
@@ -147,14 +157,20 @@ class SequenceClassifier(SequenceTask):
         logits = self(tokens, mask)
         loss = F.cross_entropy(logits, target)
         accuracy = self.metrics[f"{stage}_acc"]
-        accuracy(logits, target)
+        accuracy.update(logits, target)  # forward() would also compute a per-batch value nobody logs (slow)
         on_step = stage == "train"
         batch_size, sync = len(target), not on_step  # under DDP: val/test loss averaged over the processes
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=sync
         )
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage != "train":  # train/acc: once an epoch, in on_train_epoch_end
+            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training accuracy. Lightning moves a logged metric object's state to the device on
+        every ``self.log`` call, which costs more than a small model's step on a CPU; once an epoch is enough."""
+        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
         loss = float(F.cross_entropy(logits, target, reduction="sum"))

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench.choices import check_group_choices
 from normbench.errors import user_error, user_errors_as_one_line
-from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, write_json_atomic
+from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, timed, write_json_atomic
 from normbench.scaling import compile_encoder, ddp_job, is_global_zero, trainer_config
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
@@ -70,35 +70,22 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Train (or continue a killed run), then validate and test the final weights; returns the results
-    record's run-specific part."""
-    import lightning as L
+def build_datamodule(cfg: DictConfig):
+    """The configured datamodule, prepared and set up for fitting."""
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-    from normbench.callbacks import Instrument
-    from normbench.checkpointing import (
-        check_checkpoint,
-        checkpoint_callbacks,
-        resume_checkpoint,
-        silence_mid_epoch_resume_warning,
-    )
-    from normbench.evaluation import extra_evaluations
-    from normbench.loggers import build_logger
-    from normbench.task import build_task
-
-    trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
-    identity = run_identity(cfg, summary)
-    ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
-    if ckpt_path is not None:
-        check_checkpoint(ckpt_path, identity)
-        silence_mid_epoch_resume_warning()
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule):
+    """The configured encoder (model + norm, compiled if asked) inside the LightningModule for the data's task."""
+    from hydra.utils import instantiate
+
+    from normbench.task import build_task
+
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
     compile_option = model_options.pop("compile", False)
     encoder = instantiate(
@@ -108,13 +95,47 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         pad_id=datamodule.pad_id,
     )
     compile_encoder(encoder, compile_option)
-    module = build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
+    return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
+
+
+def fit_and_evaluate(
+    cfg: DictConfig, run_dir: Path, summary: dict[str, Any], timings: dict[str, float]
+) -> dict[str, Any]:
+    """Train (or continue a killed run), then validate and test the final weights; returns the results
+    record's run-specific part. ``timings`` gets the wall seconds of each phase."""
+    with timed(timings, "imports"):
+        import lightning as L
+        from hydra.utils import instantiate
+        from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+
+        from normbench.callbacks import Instrument
+        from normbench.checkpointing import (
+            check_checkpoint,
+            checkpoint_callbacks,
+            resume_checkpoint,
+            silence_mid_epoch_resume_warning,
+        )
+        from normbench.evaluation import extra_evaluations
+        from normbench.loggers import build_logger
+
+    trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
+    identity = run_identity(cfg, summary)
+    ckpt_path = resume_checkpoint(run_dir, cfg.resume, cfg.ckpt_path)
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, identity)
+        silence_mid_epoch_resume_warning()
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    with timed(timings, "data"):
+        datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
     module.run_identity = identity
 
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")]
     tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
-    logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
+    with timed(timings, "logger"):
+        logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
     callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
@@ -125,16 +146,18 @@ def fit_and_evaluate(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) ->
         callbacks=callbacks,
         enable_checkpointing=bool(checkpoints),
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with timed(timings, "fit"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     final_logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
     metrics: dict[str, float] = {}
-    for results in (
-        trainer.validate(module, datamodule, verbose=False),
-        trainer.test(module, datamodule, verbose=False),
-    ):
-        metrics.update({k: float(v) for k, v in results[0].items()})
-    evaluate = cfg.get("evaluate") or {}
-    extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
+    with timed(timings, "eval"):
+        for results in (
+            trainer.validate(module, datamodule, verbose=False),
+            trainer.test(module, datamodule, verbose=False),
+        ):
+            metrics.update({k: float(v) for k, v in results[0].items()})
+        evaluate = cfg.get("evaluate") or {}
+        extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
     metrics.update(extra)
     series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}
     return {
@@ -163,9 +186,11 @@ def _format_summary(record: dict[str, Any]) -> str:
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job. Writes ``results.json`` whether the run succeeds or fails, so nothing is lost."""
-    from normbench.loggers import finish_wandb
-
     start = time.perf_counter()
+    timings: dict[str, float] = {}  # wall seconds per phase; imports are paid by a process's first job only
+    with timed(timings, "imports"):
+        from normbench.loggers import finish_wandb
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run_summary(cfg)
     finished = _finished_record(run_dir) if cfg.resume else None
@@ -175,14 +200,16 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
     try:
         with ddp_job(cfg.trainer):
-            record.update(fit_and_evaluate(cfg, run_dir, summary))
+            record.update(fit_and_evaluate(cfg, run_dir, summary, timings))
         record["status"] = "ok"
     except BaseException as err:
         shown = user_error(err) or err
         record.update(status="failed", error=f"{type(shown).__name__}: {shown}".splitlines()[0])
         raise
     finally:
-        finish_wandb()
+        with timed(timings, "logger_finish"):
+            finish_wandb()
+        record["timings"] = timings
         record["wall_time_s"] = round(time.perf_counter() - start, 3)
         record.update(
             config=OmegaConf.to_container(cfg, resolve=True),

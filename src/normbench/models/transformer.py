@@ -37,12 +37,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.attn_dropout = nn.Dropout(dropout)  # a module, so switching dropout off by module type reaches it
 
-    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None, is_causal: bool = False) -> Tensor:
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_dropout.p if self.attn_dropout.training else 0.0
-        )
+        dropout = self.attn_dropout.p if self.attn_dropout.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
         return self.out(y.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -58,11 +57,11 @@ class TransformerBlock(nn.Module):
         self.norm2 = build_norm(norm, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, attn_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, attn_mask: Tensor | None, is_causal: bool = False) -> Tensor:
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x, mask), attn_mask))
+            x = x + self.drop(self.attn(self.norm1(x, mask), attn_mask, is_causal))
             return x + self.drop(self.ff(self.norm2(x, mask)))
-        x = self.norm1(x + self.drop(self.attn(x, attn_mask)), mask)
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask, is_causal)), mask)
         return self.norm2(x + self.drop(self.ff(x)), mask)
 
 
@@ -108,12 +107,16 @@ class TransformerEncoder(nn.Module):
             self.positions = sinusoidal_positions(2 * length, self.output_dim).to(self.positions.device)
         return self.positions[:length]
 
-    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``mask=None`` says every position is real (no padding): attention then needs no mask tensor and
+        can use its fused causal kernels (flash attention on GPUs)."""
         length = tokens.shape[1]
         x = self.drop(self.embed(tokens) * math.sqrt(self.output_dim) + self._positions(length))
-        attn_mask = mask[:, None, None, :]
-        if self.causal:
-            attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+        attn_mask, is_causal = None, self.causal
+        if mask is not None:
+            attn_mask, is_causal = mask[:, None, None, :], False
+            if self.causal:
+                attn_mask = attn_mask & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
         for block in self.blocks:
-            x = block(x, mask, attn_mask)
+            x = block(x, mask, attn_mask, is_causal)
         return self.final_norm(x, mask) if self.final_norm is not None else x
