@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 TINY_TRANSFORMER = ["model.d_model=32", "model.d_ff=64", "model.n_layers=1"]
 TINY_LSTM = ["model=lstm", "model.hidden_size=32", "model.embed_dim=32"]
-FEW_STEPS = ["trainer.max_epochs=1", "data.batch_size=16", "data.vocab_size=300", "logger=none"]
+ONE_EPOCH = ["trainer.max_epochs=1", "data.batch_size=16", "data.vocab_size=300"]
+EIGHT_STEPS = [*ONE_EPOCH, "++trainer.limit_train_batches=8"]
 
 
 def _results(run_dir: Path) -> dict:
@@ -27,7 +28,7 @@ def test_same_seed_gives_identical_metrics_and_a_corrupt_tokenizer_cache_is_rebu
 ) -> None:
     """Two processes with one seed and config agree to the last digit (dropout and batch statistics
     included); the second finds its tokenizer cache corrupted and rebuilds it, which changes nothing."""
-    args = [*TINY_TRANSFORMER, "norm=batch_masked", *FEW_STEPS, f"data.path={mr_file}"]
+    args = [*TINY_TRANSFORMER, "norm=batch_masked", *EIGHT_STEPS, "logger=none", f"data.path={mr_file}"]
     train([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
     (cached,) = (tmp_path / "cache" / "tokenizers").glob("*.json")
     built = cached.read_bytes()
@@ -58,7 +59,7 @@ def _all_finite(checkpoint: dict) -> bool:
 
 
 # a learning rate that blows the weights up within a few steps; a checkpoint after every step
-DIVERGING = ["optim.lr=1e8", "checkpoint.every_n_steps=1", *TINY_TRANSFORMER, *FEW_STEPS]
+DIVERGING = ["optim.lr=1e8", "checkpoint.every_n_steps=1", *TINY_TRANSFORMER, *ONE_EPOCH, "logger=none"]
 
 
 def test_nan_loss_stops_naming_step_and_layer_and_keeps_the_last_good_checkpoint(mr_file: Path, tmp_path: Path) -> None:
@@ -100,8 +101,8 @@ def test_without_the_nan_guard_non_finite_weights_are_never_checkpointed(mr_file
 def test_a_failed_job_loses_nothing_in_a_sweep(mr_file: Path, tmp_path: Path) -> None:
     """The failing job runs first; the next one still runs, and each keeps its results.json."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "data.batch_size=1,16", *TINY_LSTM, "norm=batch_masked", *FEW_STEPS[:1], *FEW_STEPS[2:]]
-    args += ["callbacks=none", *(f"+trainer.limit_{stage}_batches=2" for stage in ("train", "val", "test"))]
+    args = ["-m", "data.batch_size=1,16", *TINY_LSTM, "norm=batch_masked", "data.vocab_size=300", "logger=none"]
+    args += ["callbacks=none", *(f"++trainer.limit_{stage}_batches=2" for stage in ("train", "val", "test"))]
     proc = train([*args, f"data.path={mr_file}", f"hydra.sweep.dir={sweep}"], tmp_path, check=False)
 
     (failed_dir,) = sweep.glob("0_*")
@@ -122,7 +123,7 @@ def test_a_failed_job_loses_nothing_in_a_sweep(mr_file: Path, tmp_path: Path) ->
 def test_wandb_api_key_never_reaches_a_file_or_the_console(mr_file: Path, tmp_path: Path) -> None:
     key = "nbfake" + "0123456789abcdef" * 2 + "SECRET"  # 40 characters, like a real key
     run_dir = tmp_path / "run"
-    args = [*TINY_TRANSFORMER, *FEW_STEPS[:3], "logger=wandb", f"data.path={mr_file}", f"hydra.run.dir={run_dir}"]
+    args = [*TINY_TRANSFORMER, *EIGHT_STEPS, "logger=wandb", f"data.path={mr_file}", f"hydra.run.dir={run_dir}"]
     proc = train(args, tmp_path, env={"WANDB_API_KEY": key})
 
     files = [p for p in run_dir.rglob("*") if p.is_file()]
