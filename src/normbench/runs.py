@@ -254,7 +254,8 @@ def check_comparable(experiment: str, runs: Sequence[Run], swept: Sequence[str])
                 "pass the dirs of one of them"
             )
         seen[ident] = run
-    compared = [r for r in runs if r.status != MISSING]  # a killed run's config is checked by its rerun
+    # killed runs are listed, not compared: their saved config may hold interpolations only Hydra resolves
+    compared = [r for r in runs if r.status != MISSING]
     explainers = [*swept, "norm", "seed"]
     keys = {k for run in compared for k in [*run.config, *run.choices]}
     for key in sorted(keys, key=lambda k: (k.count("."), k)):
