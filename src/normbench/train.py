@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from normbench.errors import NormbenchError
+from normbench.errors import ConfigError, NormbenchError
 from normbench.results import RESULTS_FILE, git_commit, library_versions, timed, write_json_atomic
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
@@ -69,6 +69,17 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def set_threads(threads: Any) -> None:
+    """``threads``: torch's intra-op threads for this process (None keeps torch's default, one per core)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads={threads!r} is out of range; accepted: null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def build_datamodule(cfg: DictConfig):
     """The configured datamodule, prepared and set up for fitting."""
     from hydra.utils import instantiate
@@ -120,6 +131,7 @@ def fit_and_evaluate(
         check_checkpoint(ckpt_path, identity)
         silence_mid_epoch_resume_warning()
 
+    set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
         datamodule = build_datamodule(cfg)
