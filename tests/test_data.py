@@ -324,6 +324,23 @@ def test_mr_datamodule_end_to_end(snippets: Path, tmp_path: Path):
     assert dm.tokenizer is tokenizer and dm.stats() == stats  # idempotent
 
 
+def test_jobs_of_one_process_prepare_the_same_data_once(snippets: Path, monkeypatch: pytest.MonkeyPatch):
+    reads = []
+    monkeypatch.setattr(mr, "read_mr_snippets", lambda path: reads.append(path) or read_mr_snippets(path))
+    first = MRPolarityDataModule(path=str(snippets), vocab_size=300, batch_size=8)
+    first.setup("fit")
+    again = MRPolarityDataModule(path=str(snippets), vocab_size=300, batch_size=32, shuffle_seed=5)
+    again.setup("fit")  # batching and order differ, the prepared splits do not
+    assert len(reads) == 1 and again.tokenizer is first.tokenizer and again._require() is first._require()
+    assert len(next(iter(again.train_dataloader()))[2]) == 32
+    MRPolarityDataModule(path=str(snippets), vocab_size=300, max_len=5).setup("fit")
+    assert len(reads) == 2  # another truncation: prepared again
+    write_snippets(snippets, n=220)  # the file changed: prepared again
+    changed = MRPolarityDataModule(path=str(snippets), vocab_size=300, batch_size=8)
+    changed.setup("fit")
+    assert len(reads) == 3 and changed.stats()["num_train"] == 176
+
+
 def test_tokenizer_sees_the_train_split_only(snippets: Path):
     dm = MRPolarityDataModule(path=str(snippets), tokenizer="word", vocab_size=100_000)
     dm.setup("fit")

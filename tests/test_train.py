@@ -35,6 +35,9 @@ def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, 
     )
     assert results["metrics"]["val/acc"] > 0.85, results["metrics"]  # chance is 0.5
     assert 0.0 <= results["metrics"]["test/acc"] <= 1.0 and results["global_step"] > 0
+    timings = results["timings"]  # where the run's wall time went
+    assert set(timings) == {"imports", "data", "logger", "fit", "eval", "logger_finish"}
+    assert timings["fit"] > 0 and sum(timings.values()) <= results["wall_time_s"]
     assert results["config"]["norm"]["name"] == "batch_masked" and results["versions"]["torch"]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("normbench:")]
     assert len(summary) == 1 and f"model={model} norm=batch_masked batch_size=16 val/acc=" in summary[0]
@@ -88,3 +91,22 @@ def test_csv_logger_and_no_logger(mr_file: Path, tmp_path: Path):
     (metrics_file,) = run_dir.glob("csv/*/metrics.csv")
     assert "val/acc" in metrics_file.read_text().splitlines()[0]
     assert not (run_dir / "wandb").exists()
+
+
+def test_threads_option_sets_torch_threads_and_refuses_bad_values():
+    import torch
+
+    from normbench.errors import ConfigError
+    from normbench.train import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)  # torch's default stays as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match=r"threads=.* is out of range; accepted: null"):
+            set_threads(bad)

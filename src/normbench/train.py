@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.choices import check_group_choices
-from normbench.errors import user_error, user_errors_as_one_line
+from normbench.errors import ConfigError, user_error, user_errors_as_one_line
 from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, timed, write_json_atomic
 from normbench.scaling import compile_encoder, ddp_job, is_global_zero, trainer_config
 
@@ -68,6 +68,17 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
         "model_config": {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "compile"},
         "norm_config": OmegaConf.to_container(cfg.norm, resolve=True),
     }
+
+
+def set_threads(threads: Any) -> None:
+    """``threads``: torch's intra-op threads for this process (None keeps torch's default, one per core)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads={threads!r} is out of range; accepted: null (torch's default) or an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def build_datamodule(cfg: DictConfig):
@@ -125,6 +136,7 @@ def fit_and_evaluate(
         check_checkpoint(ckpt_path, identity)
         silence_mid_epoch_resume_warning()
 
+    set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
         datamodule = build_datamodule(cfg)

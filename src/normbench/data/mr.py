@@ -46,3 +46,10 @@ class MRPolarityDataModule(TextClassificationDataModule):
 
     def load_examples(self) -> list[Example]:
         return read_mr_snippets(self.data_file)
+
+    def source_key(self) -> tuple | None:
+        try:
+            stat = self.data_file.stat()
+        except OSError:
+            return None  # load_examples reports the missing file
+        return (str(self.data_file.resolve()), stat.st_size, stat.st_mtime_ns)
