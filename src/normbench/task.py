@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.errors import ConfigError
-from normbench.norms import set_training_step
+from normbench.norms import batch_stat_norms, set_training_step
+from normbench.scaling import pad_to_common_length
 
 
 def masked_mean(features: Tensor, mask: Tensor) -> Tensor:
@@ -51,12 +52,15 @@ class SequenceClassifier(L.LightningModule):
             raise ConfigError(f"optim.warmup={warmup} is the warm-up share of all steps; accepted: 0 <= warmup < 1")
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
+        self.synced_statistics = any(norm.sync for _, norm in batch_stat_norms(encoder))
         self.head = nn.Linear(encoder.output_dim, num_classes)
         self.metrics = nn.ModuleDict(
             {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
         )
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        if self.training and self.synced_statistics:  # under DDP every process must make the same norm calls
+            tokens, mask = pad_to_common_length(tokens, mask, self.encoder.embed.padding_idx or 0)
         return self.head(masked_mean(self.encoder(tokens, mask), mask))
 
     def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
