@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, read_write
+from torch import Tensor
 
 from normbench.errors import ConfigError
+from normbench.norms import distributed_world
+from normbench.probes import pad_to
 
 GPU_ACCELERATORS = ("gpu", "cuda")
 #: what Lightning's subprocess launcher writes into the environment of the job's first process
@@ -83,6 +86,20 @@ def trainer_config(cfg: DictConfig) -> DictConfig:
     if "precision" in resolved:
         resolved["precision"] = resolve_precision(resolved["precision"], accelerator)
     return OmegaConf.create(resolved)
+
+
+def pad_to_common_length(tokens: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad this process's batch to the longest padded length of any process's batch.
+
+    Synced norms all-reduce on every call, recurrent cells call their norms once per time step, and
+    per-step batch norm all-reduces ``[T, C]`` sums: every process must make the same calls with the same
+    shapes, so all pad to one length, the one a single process holding the global batch pads to.
+    """
+    if not distributed_world():
+        return tokens, mask
+    length = torch.tensor([tokens.shape[1]], device=tokens.device)
+    torch.distributed.all_reduce(length, op=torch.distributed.ReduceOp.MAX)
+    return pad_to(tokens, mask, int(length.item()), pad_id)
 
 
 def compile_encoder(encoder: torch.nn.Module, option: bool | str | None) -> None:

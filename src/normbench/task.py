@@ -20,7 +20,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.data.collate import IGNORE_INDEX
 from normbench.errors import ConfigError
-from normbench.norms import set_training_step
+from normbench.norms import batch_stat_norms, set_training_step
+from normbench.scaling import pad_to_common_length
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -60,6 +61,7 @@ class SequenceTask(L.LightningModule):
         if not 0.0 <= warmup < 1.0:
             raise ConfigError(f"optim.warmup={warmup} is the warm-up share of all steps; accepted: 0 <= warmup < 1")
         self.encoder = encoder
+        self.synced_statistics = any(norm.sync for _, norm in batch_stat_norms(encoder))
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
@@ -150,6 +152,8 @@ class SequenceClassifier(SequenceTask):
         )
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        if self.training and self.synced_statistics:  # under DDP every process must make the same norm calls
+            tokens, mask = pad_to_common_length(tokens, mask, self.encoder.embed.padding_idx or 0)
         return self.head(masked_mean(self.encoder(tokens, mask), mask))
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
