@@ -105,9 +105,7 @@ class TextClassificationDataModule(SequenceDataModule):
             name=name,
         )
         self.max_len = positive_int("max_len", max_len)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 3:
-            raise ConfigError(f"data.vocab_size={vocab_size!r} is out of range; accepted: an integer >= 3")
-        self.vocab_size_requested = vocab_size
+        self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=3)
         if tokenizer not in KINDS:
             raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; accepted: {', '.join(KINDS)}")
         self.tokenizer_kind = tokenizer

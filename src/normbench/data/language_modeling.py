@@ -100,9 +100,7 @@ class LanguageModelingDataModule(SequenceDataModule):
             name=name,
         )
         self.seq_len = positive_int("seq_len", seq_len)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 4:
-            raise ConfigError(f"data.vocab_size={vocab_size!r} is out of range; accepted: an integer >= 4")
-        self.vocab_size_requested = vocab_size
+        self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=4)
         if tokenizer not in KINDS:
             raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; accepted: {', '.join(KINDS)}")
         self.tokenizer_kind = tokenizer
