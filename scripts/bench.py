@@ -1,4 +1,5 @@
-"""Benchmarks with side-by-side ratios: Lightning overhead, norm cost, training throughput, data pipeline, sweep cost.
+"""Benchmarks with side-by-side ratios: Lightning overhead, norm cost, training throughput, data pipeline, sweep cost,
+and (``--sections scaleout``) the step cost of DDP, synced statistics and compile.
 
     python scripts/bench.py [--quick] [--out outputs/bench] [--sections lightning,norms,throughput,data,sweep]
                             [--device auto|cpu|cuda] [--threads 1] [--set key=value ...] [--sweep "overrides"]
@@ -30,6 +31,7 @@ from normbench.bench.gpu import memory_bandwidth
 from normbench.bench.lightning_overhead import lightning_overhead
 from normbench.bench.mfu import measure_mfu
 from normbench.bench.norm_cost import add_bandwidth_share, norm_cost
+from normbench.bench.scaleout import step_cost
 from normbench.bench.setup import compose_config, data_overrides, device_name, fixed_batches, pick_device
 from normbench.bench.sweep_cost import default_sweep, sweep_cost
 from normbench.bench.tables import Table, print_tables, targets_table, write_outputs
@@ -40,7 +42,9 @@ from normbench.norms import NORMS
 from normbench.results import git_commit, library_versions
 from normbench.train import DEFAULT_CONFIG_DIR, build_datamodule
 
-SECTIONS = ("lightning", "norms", "throughput", "data", "sweep")
+SECTIONS = ("lightning", "norms", "throughput", "data", "sweep", "scaleout")
+#: scaleout starts 2 x 5 jobs per model, DDP processes among them: asked for by name only
+DEFAULT_SECTIONS = SECTIONS[:-1]
 #: GPU size for the bandwidth figure: [B, T, C] with the default data's padding pattern stretched to T
 LARGE = (64, 512, 1024)
 
@@ -61,6 +65,9 @@ class Plan:
     mfu_steps: int = 20
     warmup: int = 2
     models: tuple[str, ...] = ("transformer", "lstm", "gru")
+    scaleout_models: tuple[str, ...] = ("transformer", "lstm")
+    scaleout_steps: tuple[int, int] = (10, 40)
+    scaleout_batch: int = 32
 
 
 QUICK = Plan(
@@ -75,6 +82,8 @@ QUICK = Plan(
     data_rounds=2,
     mfu_steps=10,
     warmup=1,
+    scaleout_models=("transformer",),
+    scaleout_steps=(2, 6),
 )
 
 
@@ -82,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps, rounds and norms (< 2 min on 2 CPU cores)")
     parser.add_argument("--out", default="outputs/bench", help="folder for the CSV files and bench.json")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads here (0: torch's default)")
     parser.add_argument("--clock", choices=("auto", "cpu", "wall"), default="auto", help="auto: CPU time on a CPU")
@@ -206,6 +215,17 @@ def run(args: argparse.Namespace) -> list[Table]:
         sweep_note = f"{note} `python train.py -m {' '.join(sweep)}` in a subprocess (log: {out_dir / 'sweep.log'})."
         tables.append(Table("sweep", "5. Sweep cost", summary, sweep_note))
         tables.append(Table("sweep_phases", "5b. Sweep wall time by phase", phases))
+    if "scaleout" in sections:
+        accelerator = "gpu" if device.type == "cuda" else "cpu"
+        models = list(plan.scaleout_models if not args.models else plan.models)
+        steps, batch = plan.scaleout_steps, plan.scaleout_batch
+        rows = step_cost(models, "batch_masked", steps, batch, accelerator, data_ov, out_dir)
+        scale_note = (
+            f"{meta['device']}; wall-clock seconds of real `train.py` jobs ({accelerator}, one torch thread per "
+            f"process): per step = (fit time at {steps[1]} steps - at {steps[0]}) / "
+            "the step difference; start-up = the rest of the short job's fit time (launch, process group, compile)."
+        )
+        tables.append(Table("scaleout", "6. Scale-out: step cost of DDP, norm.sync and compile", rows, scale_note))
     tables.append(targets_table(tables))
     meta["load_average_end"] = os.getloadavg()[0]
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

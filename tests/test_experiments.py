@@ -42,4 +42,16 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
 
 def test_scale_none_returns_a_single_run_to_its_own_defaults():
     cfg = _compose("experiment=small_batch", "scale=none")
-    assert cfg.trainer.max_epochs == _compose().trainer.max_epochs
+    default = _compose()
+    assert cfg.trainer.max_epochs == default.trainer.max_epochs and cfg.model == default.model
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_scale_sets_the_model_size_of_every_entry_and_the_command_line_still_wins(name: str):
+    cpu, gpu = _compose(f"experiment={name}"), _compose(f"experiment={name}", "scale=gpu")
+    width = "d_model" if "d_model" in cpu.model else "hidden_size"
+    assert cpu.model[width] == 64 and gpu.model[width] >= 256 and gpu.model._target_ == cpu.model._target_
+    assert cpu.trainer.accelerator == "cpu" and gpu.trainer.accelerator == "gpu" and gpu.trainer.max_epochs > 1
+    assert gpu.hydra.sweeper.params == cpu.hydra.sweeper.params  # the same comparison, only bigger
+    assert cpu.data.max_len <= gpu.data.max_len
+    assert _compose(f"experiment={name}", "scale=gpu", f"model.{width}=96").model[width] == 96
