@@ -66,7 +66,7 @@ class Plan:
     warmup: int = 2
     models: tuple[str, ...] = ("transformer", "lstm", "gru")
     scaleout_models: tuple[str, ...] = ("transformer", "lstm")
-    scaleout_steps: tuple[int, int] = (10, 40)
+    scaleout_steps: int = 60
     scaleout_batch: int = 32
 
 
@@ -83,7 +83,7 @@ QUICK = Plan(
     mfu_steps=10,
     warmup=1,
     scaleout_models=("transformer",),
-    scaleout_steps=(2, 6),
+    scaleout_steps=12,
 )
 
 
@@ -219,11 +219,11 @@ def run(args: argparse.Namespace) -> list[Table]:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         models = list(plan.scaleout_models if not args.models else plan.models)
         steps, batch = plan.scaleout_steps, plan.scaleout_batch
-        rows = step_cost(models, "batch_masked", steps, batch, accelerator, data_ov, out_dir)
+        rows = step_cost(models, "batch_masked", steps, batch, accelerator, overrides, out_dir)
         scale_note = (
             f"{meta['device']}; wall-clock seconds of real `train.py` jobs ({accelerator}, one torch thread per "
-            f"process): per step = (fit time at {steps[1]} steps - at {steps[0]}) / "
-            "the step difference; start-up = the rest of the short job's fit time (launch, process group, compile)."
+            f"process), {steps} steps each: per step = the median interval between step ends; start-up = the rest "
+            "of the job's fit time (launch, process group, compilation)."
         )
         tables.append(Table("scaleout", "6. Scale-out: step cost of DDP, norm.sync and compile", rows, scale_note))
     tables.append(targets_table(tables))

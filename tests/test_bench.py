@@ -47,3 +47,29 @@ def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: 
     assert tables["sweep"]["rows"][0]["runs"] == 1 and tables["sweep"]["rows"][0]["ok"] == 1
     phases = {row["phase"] for row in tables["sweep_phases"]["rows"]}
     assert {"job: fit", "job: eval", "job: logger", "outside jobs (Python start, Hydra)"} <= phases
+
+
+def test_scaleout_section_times_each_variant_from_real_jobs(mr_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    tiny = ("data.vocab_size=300", "data.max_len=16", "model.d_model=32", "model.d_ff=64", "model.n_layers=1")
+    command = [
+        *(sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--sections", "scaleout", "--out", str(out)),
+        *("--device", "cpu", "--data-path", str(mr_file), "--set", *tiny),
+    ]
+    proc = subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rows = json.loads((out / "bench.json").read_text())["tables"]["scaleout"]["rows"]
+    assert [row["variant"] for row in rows] == [
+        "1 process",
+        "ddp x2, local statistics",
+        "ddp x2, norm.sync=true",
+        "ddp_spawn x2, local statistics",
+        "1 process, model.compile=true",
+    ]
+    assert all(row["status"] == "ok" and row["model"] == "transformer" for row in rows), rows
+    assert rows[0]["x 1 process"] == 1.0
+    for row in rows:
+        assert row["ms per step"] > 0 and math.isfinite(row["start-up s"]) and row["global batch"] == 32
+    jobs = sorted((out / "scaleout").glob("*/sweep/*/results.json"))
+    assert len(jobs) == 5 and {json.loads(p.read_text())["world_size"] for p in jobs} == {1, 2}

@@ -38,6 +38,7 @@ def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, 
     timings = results["timings"]  # where the run's wall time went
     assert set(timings) == {"imports", "data", "logger", "fit", "eval", "logger_finish"}
     assert timings["fit"] > 0 and sum(timings.values()) <= results["wall_time_s"]
+    assert 0 < results["train_step_s"] * results["global_step"] < timings["fit"]  # the median step, start-up apart
     assert results["config"]["norm"]["name"] == "batch_masked" and results["versions"]["torch"]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("normbench:")]
     assert len(summary) == 1 and f"model={model} norm=batch_masked batch_size=16 val/acc=" in summary[0]

@@ -6,11 +6,14 @@
 - ``CausalLeakProbe``: in causal models, how much the past moves when a future token changes.
 - ``GradNormMonitor`` and ``NonFiniteGuard``: gradient norms per layer, and a stop with one line
   naming the step and the layer when the loss or a gradient stops being finite.
+- ``StepTimer``: the median wall time of a training step (results.json ``train_step_s``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from typing import Any
 
 import lightning as L
@@ -226,3 +229,25 @@ class NonFiniteGuard(Callback):
     @staticmethod
     def _batch_index(trainer: L.Trainer) -> int:
         return trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+
+
+class StepTimer(Callback):
+    """Wall seconds between the ends of consecutive training steps (data loading included). The median is
+    the cost of a step free of start-up, compilation and validation pauses, with no device sync: on a GPU
+    the intervals settle at the rate the queued kernels finish."""
+
+    def __init__(self) -> None:
+        self.intervals: list[float] = []
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = None  # the pause for validation and the epoch's first batch is not a step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.intervals.append(now - self._last)
+        self._last = now
+
+    def median(self) -> float | None:
+        return statistics.median(self.intervals) if self.intervals else None

@@ -119,7 +119,7 @@ def fit_and_evaluate(
         from hydra.utils import instantiate
         from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-        from normbench.callbacks import Instrument
+        from normbench.callbacks import Instrument, StepTimer
         from normbench.checkpointing import (
             check_checkpoint,
             checkpoint_callbacks,
@@ -150,7 +150,9 @@ def fit_and_evaluate(
         logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
-    callbacks = [RichProgressBar(), *instruments, *checkpoints] + ([LearningRateMonitor("step")] if logger else [])
+    step_timer = StepTimer()
+    callbacks = [RichProgressBar(), step_timer, *instruments, *checkpoints]
+    callbacks += [LearningRateMonitor("step")] if logger else []
     trainer = instantiate(
         trainer_options,
         default_root_dir=str(run_dir),
@@ -178,6 +180,7 @@ def fit_and_evaluate(
         "series": series,
         "evaluation_notes": notes,
         "global_step": trainer.global_step,
+        "train_step_s": step_timer.median(),  # median wall seconds of a training step
         "world_size": trainer.world_size,  # processes; the global batch is world_size x data.batch_size
         "epochs": trainer.current_epoch,
         "resumed_from": str(ckpt_path) if ckpt_path else None,

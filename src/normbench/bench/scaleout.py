@@ -2,9 +2,9 @@
 processes (gloo on CPU, NCCL on GPU) with local vs synced batch statistics (``norm.sync``), ``ddp`` vs
 ``ddp_spawn``, and ``torch.compile`` vs eager.
 
-Each variant runs as a two-job sweep, ``trainer.max_steps`` short and long; the difference of the two jobs'
-``fit`` times over the difference of their steps is the cost of a step, free of the start-up (process
-launch, process group, compilation), which is the rest of the short job's fit time.
+Each variant is one job of ``trainer.max_steps`` steps; its ``train_step_s`` (the median interval between
+step ends, normbench.callbacks.StepTimer) is the cost of a step, and the rest of its ``fit`` time is the
+start-up (process launch, process group, compilation).
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def variants(model: str, global_batch: int, accelerator: str) -> list[tuple[str,
 def step_cost(
     models: list[str],
     norm: str,
-    steps: tuple[int, int],
+    steps: int,
     global_batch: int,
     accelerator: str,
-    data_overrides: list[str],
+    extra_overrides: list[str],
     out_dir: Path,
 ) -> list[dict[str, Any]]:
-    """One row per model x variant: seconds per step, start-up seconds, and the ratio to one process."""
-    short, long = steps
+    """One row per model x variant: seconds per step, start-up seconds, and the ratio to one process;
+    ``extra_overrides`` (data path, sizes) go to every job."""
     rows: list[dict[str, Any]] = []
     for model in models:
         baseline = None
@@ -62,13 +62,19 @@ def step_cost(
             run_dir = out_dir / "scaleout" / f"{model}-{label.replace(' ', '_').replace(',', '').replace('=', '-')}"
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
-            sweep = [f"model={model}", f"norm={norm}", *COMMON, *overrides, f"++trainer.max_steps={short},{long}"]
-            _, _, records = run_sweep(sweep, data_overrides, run_dir)
-            by_steps = {int(r["global_step"]): float(r["timings"]["fit"]) for r in records if r.get("status") == "ok"}
-            if set(by_steps) != {short, long}:
-                rows.append({"model": model, "variant": label, "status": f"jobs ended at steps {sorted(by_steps)}"})
+            sweep = [f"model={model}", f"norm={norm}", *COMMON, *overrides, f"++trainer.max_steps={steps}"]
+            _, _, (record,) = run_sweep(sweep, extra_overrides, run_dir)
+            if record.get("status") != "ok" or record.get("global_step") != steps or not record.get("train_step_s"):
+                rows.append(
+                    {
+                        "model": model,
+                        "variant": label,
+                        "status": f"{record.get('status')} at step "
+                        f"{record.get('global_step')}: {record.get('error', 'no step time')}",
+                    }
+                )
                 continue
-            per_step = (by_steps[long] - by_steps[short]) / (long - short)
+            per_step = float(record["train_step_s"])
             baseline = per_step if baseline is None else baseline
             rows.append(
                 {
@@ -78,7 +84,7 @@ def step_cost(
                     "global batch": global_batch,
                     "ms per step": 1000 * per_step,
                     "x 1 process": per_step / baseline,
-                    "start-up s": by_steps[short] - short * per_step,
+                    "start-up s": float(record["timings"]["fit"]) - steps * per_step,
                     "status": "ok",
                 }
             )

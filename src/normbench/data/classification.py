@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from normbench.data.base import SequenceDataModule, positive_int, resolve_cache_dir
-from normbench.data.tokenizer import KINDS, PAD, UNK, load_or_train_tokenizer, texts_fingerprint
+from normbench.data.tokenizer import PAD, UNK, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
 from normbench.errors import ConfigError, DataError
 
 __all__ = ["TextClassificationDataModule", "resolve_cache_dir", "split_examples"]
@@ -106,9 +106,7 @@ class TextClassificationDataModule(SequenceDataModule):
         )
         self.max_len = positive_int("max_len", max_len)
         self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=3)
-        if tokenizer not in KINDS:
-            raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; accepted: {', '.join(KINDS)}")
-        self.tokenizer_kind = tokenizer
+        self.tokenizer_kind = tokenizer_kind(tokenizer)
         self.split = _split_fractions(split)
         if isinstance(split_seed, bool) or not isinstance(split_seed, int):
             raise ConfigError(f"data.split_seed={split_seed!r} is not an integer")

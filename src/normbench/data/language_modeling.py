@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from normbench.data.base import SequenceDataModule, positive_int
 from normbench.data.fetch import write_bytes_atomic
-from normbench.data.tokenizer import EOS, KINDS, PAD, encode_texts, load_or_train_tokenizer, texts_fingerprint
-from normbench.errors import ConfigError, DataError
+from normbench.data.tokenizer import EOS, PAD, encode_texts, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
+from normbench.errors import DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -101,9 +101,7 @@ class LanguageModelingDataModule(SequenceDataModule):
         )
         self.seq_len = positive_int("seq_len", seq_len)
         self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=4)
-        if tokenizer not in KINDS:
-            raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown; accepted: {', '.join(KINDS)}")
-        self.tokenizer_kind = tokenizer
+        self.tokenizer_kind = tokenizer_kind(tokenizer)
         self.lowercase = bool(lowercase)
         self.train_windows = None if train_windows is None else positive_int("train_windows", train_windows)
         self.tokenizer = None

@@ -29,6 +29,15 @@ EOS = "[EOS]"  # end of a line in language modeling (one character, the newline,
 SPECIAL_TOKENS = [PAD, UNK, EOS]  # order fixes the ids: [PAD] = 0, [UNK] = 1, [EOS] = 2
 #: ``whitespace``: split on whitespace only, no normalization, for corpora that come tokenized (PTB, WikiText)
 KINDS = ("wordpiece", "bpe", "word", "char", "whitespace")
+
+
+def tokenizer_kind(kind: str) -> str:
+    """``kind`` if it is one of KINDS; else the one-line error every datamodule gives for ``data.tokenizer``."""
+    if kind not in KINDS:
+        raise ConfigError(f"data.tokenizer={kind!r} is unknown; accepted: {', '.join(KINDS)}")
+    return kind
+
+
 CONTINUING_PREFIX = "##"
 # bump whenever the way a kind is built below changes, so old cache files are no longer picked up
 SETTINGS_VERSION = 3
@@ -106,7 +115,7 @@ def _build(kind: str, vocab_size: int, texts: list[str], lowercase: bool = True)
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     else:
-        raise ConfigError(f"data.tokenizer={kind!r} is unknown; accepted: {', '.join(KINDS)}")
+        tokenizer_kind(kind)
     return tok, trainer
 
 
@@ -152,8 +161,7 @@ def load_or_train_tokenizer(
     ``texts`` must be the training split only. ``[PAD]`` is id 0, ``[UNK]`` id 1 and ``[EOS]`` id 2 for
     every kind. ``lowercase=False`` keeps case (character-level language modeling, cased corpora).
     """
-    if kind not in KINDS:
-        raise ConfigError(f"data.tokenizer={kind!r} is unknown; accepted: {', '.join(KINDS)}")
+    tokenizer_kind(kind)
     if not isinstance(vocab_size, int) or vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ConfigError(f"data.vocab_size={vocab_size!r} is out of range; accepted: an integer >= 3")
     path = cache_path(Path(cache_dir), kind, vocab_size, data_fingerprint, lowercase)
