@@ -37,7 +37,7 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
         model.pop("compile")  # a switch for train.py, not an encoder argument
         encoder = instantiate(model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
         assert encoder.output_dim > 0
-    assert cfg.trainer.max_epochs == 1 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
+    assert cfg.trainer.max_epochs <= 4 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
 
 
 def test_scale_none_returns_a_single_run_to_its_own_defaults():
