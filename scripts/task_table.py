@@ -34,7 +34,9 @@ def measure(task: str, path: str | None) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     prepare = time.perf_counter() - start
-    encoder = instantiate(cfg.model, vocab_size=dm.vocab_size, norm=OmegaConf.to_container(cfg.norm), pad_id=dm.pad_id)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("compile", None)  # a switch for train.py, not an encoder argument
+    encoder = instantiate(model, vocab_size=dm.vocab_size, norm=OmegaConf.to_container(cfg.norm), pad_id=dm.pad_id)
     module = build_task(dm, encoder, **OmegaConf.to_container(cfg.optim))
     trainer = L.Trainer(
         max_epochs=1,

@@ -8,6 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from normbench.dirnames import short_dirname
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 PER_TOKEN, BATCH = {"layer", "rms"}, {"batch", "batch_masked", "batch_step", "power", "batch_renorm"}
@@ -55,3 +57,13 @@ def test_scale_sets_the_model_size_of_every_entry_and_the_command_line_still_win
     assert gpu.hydra.sweeper.params == cpu.hydra.sweeper.params  # the same comparison, only bigger
     assert cpu.data.max_len <= gpu.data.max_len
     assert _compose(f"experiment={name}", "scale=gpu", f"model.{width}=96").model[width] == 96
+
+
+def test_a_long_override_list_names_its_job_dir_within_the_file_name_limit():
+    assert short_dirname("norm=layer,seed=0") == "norm=layer,seed=0"
+    long_value = short_dirname(f"norm=layer,seed=1,tags=[{'a' * 250},b]")
+    assert long_value.startswith("norm=layer,seed=1,tags=#") and len(long_value) < 40
+    many = ",".join(f"model.key{i}=value{i}" for i in range(40))
+    short = short_dirname(many)
+    assert len(short.encode()) == 240 and short != short_dirname(many + "1") and short.startswith("model.key0=value0,")
+    # end to end: tests/test_report.py runs a sweep whose override list is longer than a file name may be

@@ -330,8 +330,13 @@ def test_report_of_a_tiny_catalogue_entry_run_through_hydra_multirun(mr_file: Pa
     ]
     sweep = ["-m", "experiment=small_batch", "norm=batch_masked,layer", "data.batch_size=8,16", "seed=0,1"]
     args = [*sweep, *tiny, "logger=none", "callbacks=none", "checkpoint.every_n_steps=0", "checkpoint.save_best=false"]
-    train([*args, f"data.path={mr_file}", f"hydra.sweep.dir={sweep_dir}"], tmp_path)
-    killed = next(sweep_dir.glob("*norm=layer,seed=1*"))  # a run killed before it wrote results.json
+    long_tag = f"tags=[{'a' * 250}]"  # the job dir names would pass the 255-byte limit of a file name
+    train([*args, long_tag, f"data.path={mr_file}", f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    jobs = [job for job in sweep_dir.iterdir() if job.is_dir()]
+    assert len(jobs) == 8 and all(len(job.name.encode()) <= 250 for job in jobs)
+    overrides = {job: (job / ".hydra" / "overrides.yaml").read_text() for job in jobs}
+    # a run killed before it wrote results.json
+    killed = next(job for job, text in overrides.items() if "- norm=layer\n" in text and "- seed=1\n" in text)
     (killed / "results.json").unlink()
 
     report = [sys.executable, "-m", "normbench.report", str(sweep_dir)]

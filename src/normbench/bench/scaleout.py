@@ -25,6 +25,7 @@ COMMON = [
     "+trainer.limit_test_batches=1",
     "trainer.enable_model_summary=false",
     "threads=1",
+    "hydra.sweep.subdir=${hydra.job.num}",  # the overrides make a job dir name longer than a file name may be
 ]
 DDP = ["trainer=ddp", "trainer.devices=2"]
 

@@ -39,6 +39,12 @@ def default_sweep(quick: bool) -> list[str]:
     return base
 
 
+def parallel_jobs(overrides: list[str]) -> int:
+    """How many jobs the sweep's launcher runs at once (``hydra.launcher.n_jobs``; 1 for the basic launcher)."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.launcher.n_jobs=")]
+    return int(values[-1]) if values and values[-1].isdigit() else 1
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -78,7 +84,10 @@ def sweep_cost(overrides: list[str], data_overrides: list[str], out_dir: Path) -
     job_walls = [float(record["wall_time_s"]) for record in records]
     totals = {phase: sum(float(r.get("timings", {}).get(phase, 0.0)) for r in records) for phase in PHASES}
     totals["other (model, Trainer, results)"] = sum(job_walls) - sum(totals.values())
-    totals["outside jobs (Python start, Hydra)"] = wall - sum(job_walls)
+    workers = parallel_jobs(overrides)
+    # with k jobs at a time the sweep had k x wall seconds of job slots; what the jobs did not fill is the
+    # launcher's (Python and Hydra start, worker start-up, a slot idle at the end)
+    totals["outside jobs (Python start, Hydra)"] = workers * wall - sum(job_walls)
     per_run = wall / runs
     meets = runs >= TARGET_RUNS and wall <= TARGET_SECONDS
     summary = [
@@ -100,7 +109,7 @@ def sweep_cost(overrides: list[str], data_overrides: list[str], out_dir: Path) -
             "phase": name if name not in PHASES else f"job: {name}",
             "kind": "start-up" if name in startup else ("training" if name == "fit" else "evaluation / other"),
             "total s": seconds,
-            "share %": 100.0 * seconds / wall,
+            "share %": 100.0 * seconds / (workers * wall),
             "per run s": seconds / runs,
         }
         for name, seconds in totals.items()
