@@ -15,13 +15,14 @@ from typing import Any
 
 from normbench.bench.sweep_cost import run_sweep
 
-#: the fixed part of every job: no validation, checkpoints, instruments or logger, one torch thread per process
+#: the fixed part of every job: one validation and test batch, no checkpoints, instruments or logger, one
+#: torch thread per process
 COMMON = [
     "logger=none",
     "callbacks=none",
     "checkpoint.every_n_steps=0",
     "checkpoint.save_best=false",
-    "+trainer.limit_val_batches=0",
+    "+trainer.limit_val_batches=1",  # one batch: the run ends with trainer.validate, which needs one
     "+trainer.limit_test_batches=1",
     "trainer.enable_model_summary=false",
     "threads=1",
