@@ -67,6 +67,7 @@ class Plan:
     models: tuple[str, ...] = ("transformer", "lstm", "gru")
     scaleout_models: tuple[str, ...] = ("transformer", "lstm")
     scaleout_steps: int = 60
+    scaleout_compile: bool = True
     scaleout_batch: int = 32
 
 
@@ -84,6 +85,7 @@ QUICK = Plan(
     warmup=1,
     scaleout_models=("transformer",),
     scaleout_steps=12,
+    scaleout_compile=False,
 )
 
 
@@ -219,7 +221,8 @@ def run(args: argparse.Namespace) -> list[Table]:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         models = list(plan.scaleout_models if not args.models else plan.models)
         steps, batch = plan.scaleout_steps, plan.scaleout_batch
-        rows = step_cost(models, "batch_masked", steps, batch, accelerator, overrides, out_dir)
+        compiled = plan.scaleout_compile
+        rows = step_cost(models, "batch_masked", steps, batch, accelerator, overrides, out_dir, compiled)
         scale_note = (
             f"{meta['device']}; wall-clock seconds of real `train.py` jobs ({accelerator}, one torch thread per "
             f"process), {steps} steps each: per step = the median interval between step ends; start-up = the rest "

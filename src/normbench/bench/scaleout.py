@@ -31,8 +31,9 @@ COMMON = [
 DDP = ["trainer=ddp", "trainer.devices=2"]
 
 
-def variants(model: str, global_batch: int, accelerator: str) -> list[tuple[str, list[str]]]:
-    """(label, overrides) per variant; the global batch is the same in all of them."""
+def variants(model: str, global_batch: int, accelerator: str, compile: bool = True) -> list[tuple[str, list[str]]]:
+    """(label, overrides) per variant; the global batch is the same in all of them. ``compile`` adds the
+    compiled Transformer (a minute of compilation on a CPU)."""
     one = [f"trainer.accelerator={accelerator}", f"data.batch_size={global_batch}"]
     two = [*DDP, f"trainer.accelerator={accelerator}", f"data.batch_size={global_batch // 2}"]
     rows = [
@@ -41,7 +42,7 @@ def variants(model: str, global_batch: int, accelerator: str) -> list[tuple[str,
         ("ddp x2, norm.sync=true", [*two, "norm.sync=true"]),
         ("ddp_spawn x2, local statistics", [*two, "norm.sync=false", "trainer.strategy=ddp_spawn"]),
     ]
-    if model == "transformer":  # the recurrent cells are a Python loop over time steps: compile unrolls it
+    if compile and model == "transformer":  # the recurrent cells are a Python loop over time steps: compile unrolls it
         rows.append(("1 process, model.compile=true", [*one, "model.compile=true"]))
     return rows
 
@@ -54,13 +55,14 @@ def step_cost(
     accelerator: str,
     extra_overrides: list[str],
     out_dir: Path,
+    compile: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per model x variant: seconds per step, start-up seconds, and the ratio to one process;
     ``extra_overrides`` (data path, sizes) go to every job."""
     rows: list[dict[str, Any]] = []
     for model in models:
         baseline = None
-        for label, overrides in variants(model, global_batch, accelerator):
+        for label, overrides in variants(model, global_batch, accelerator, compile):
             run_dir = out_dir / "scaleout" / f"{model}-{label.replace(' ', '_').replace(',', '').replace('=', '-')}"
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
