@@ -43,7 +43,7 @@ from normbench.results import git_commit, library_versions
 from normbench.train import DEFAULT_CONFIG_DIR, build_datamodule
 
 SECTIONS = ("lightning", "norms", "throughput", "data", "sweep", "scaleout")
-#: scaleout starts 2 x 5 jobs per model, DDP processes among them: asked for by name only
+#: scaleout starts one job per variant (4-5 per model, DDP processes among them): asked for by name only
 DEFAULT_SECTIONS = SECTIONS[:-1]
 #: GPU size for the bandwidth figure: [B, T, C] with the default data's padding pattern stretched to T
 LARGE = (64, 512, 1024)

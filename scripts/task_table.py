@@ -16,9 +16,8 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from normbench.task import build_task
+from normbench.train import build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_TASKS = "mr,shakespeare_char,listops,parity,recall"
@@ -34,10 +33,7 @@ def measure(task: str, path: str | None) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     prepare = time.perf_counter() - start
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("compile", None)  # a switch for train.py, not an encoder argument
-    encoder = instantiate(model, vocab_size=dm.vocab_size, norm=OmegaConf.to_container(cfg.norm), pad_id=dm.pad_id)
-    module = build_task(dm, encoder, **OmegaConf.to_container(cfg.optim))
+    module = build_module(cfg, dm)  # the encoder and task exactly as train.py builds them
     trainer = L.Trainer(
         max_epochs=1,
         limit_val_batches=0,
