@@ -145,6 +145,16 @@ def test_sentence_states_the_largest_gap_with_its_paired_ci(sweep: Path):
     assert expected in (out / "summary.md").read_text()
 
 
+def test_sentence_on_a_gap_metric_names_the_gap_farthest_from_zero(sweep: Path):
+    """val/train_eval_gap is -0.2 / batch size for the batch norms and 0 for layer: the worst is at batch size 2,
+    although -0.1 is the lowest value (lower is not better for a gap)."""
+    out = main([str(sweep), "--metric", "val/train_eval_gap"])
+
+    sentence = (out / "summary.md").read_text().split("## small_batch\n\n")[1].splitlines()[0]
+    assert sentence.startswith(("At batch size 2, batch_masked is 0.1 +/- ", "At batch size 2, batch is 0.1 +/- "))
+    assert "lower than layer (transformer, val/train_eval_gap -0.1 vs 0;" in sentence
+
+
 def test_difference_ci_is_the_paired_t_interval_or_welchs():
     a, b = [0.60, 0.66, 0.69], [0.80, 0.82, 0.84]
     paired = difference_ci(dict(enumerate(a)), dict(enumerate(b)))
@@ -326,7 +336,7 @@ def test_report_of_a_tiny_catalogue_entry_run_through_hydra_multirun(mr_file: Pa
         "model.d_ff=64",
         "model.n_layers=1",
         "data.vocab_size=300",
-        "+trainer.limit_train_batches=8",
+        "trainer.limit_train_batches=8",
     ]
     sweep = ["-m", "experiment=small_batch", "norm=batch_masked,layer", "data.batch_size=8,16", "seed=0,1"]
     args = [*sweep, *tiny, "logger=none", "callbacks=none", "checkpoint.every_n_steps=0", "checkpoint.save_best=false"]

@@ -52,6 +52,13 @@ def higher_is_better(metric: str) -> bool:
     return metric_leaf(metric).startswith(("acc", "f1", "auroc"))
 
 
+def best_at_zero(metric: str) -> bool:
+    """Gaps and probes: the nearer 0 the better, whatever the sign (val/train_eval_gap is negative when the
+    batch's own statistics do worse than the running ones)."""
+    leaf = metric_leaf(metric)
+    return leaf.endswith("_gap") or leaf in ("causal_leak", "partner_dependence")
+
+
 def is_proportion(metric: str) -> bool:
     """Accuracies are stated in percentage points."""
     return metric_leaf(metric).startswith("acc")
@@ -218,7 +225,8 @@ def compare(groups: Sequence[Group], metric: str) -> Comparison | None:
     sign = 1.0 if higher_is_better(metric) else -1.0
 
     def score(group: Group) -> float:
-        return sign * group.estimate(metric).mean
+        mean = group.estimate(metric).mean
+        return -abs(mean) if best_at_zero(metric) else sign * mean
 
     passes = [
         [
