@@ -25,6 +25,7 @@ def write_job(
     config_changes: dict[str, Any] | None = None,
     status: str | None = "ok",
     error: str | None = None,
+    train_step_s: float | None = None,
 ) -> Path:
     """One job dir; ``status=None`` leaves out results.json (a killed run)."""
     config: dict[str, Any] = {
@@ -76,6 +77,7 @@ def write_job(
             metrics=metrics or {},
             instruments=instruments or {},
             global_step=100,
+            **({"train_step_s": train_step_s} if train_step_s is not None else {}),
             data_stats={"num_train": 480, "mean_len": 11.5, **(data_stats or {})},
         )
         if series:

@@ -285,12 +285,14 @@ def causal_leak(fi: FigureInput) -> list[Path]:
 
 
 def sync_comparison(fi: FigureInput) -> list[Path]:
-    """Runs differing in a ``...sync`` setting (DDP local vs all-reduced statistics): metric and wall time."""
+    """Runs differing in a ``...sync`` setting (DDP local vs all-reduced statistics): metric and the time of a
+    training step (of the whole job where the runs did not time their steps)."""
     keys = [k for k in fi.swept if k.rsplit(".", 1)[-1] == "sync"]
     if not keys:
         raise SkipFigure("no sync setting (e.g. norm.sync) is swept")
     metric = _require_metric(fi, fi.metric)
-    return [bar_figure(fi, [metric, "wall_time_s"], "sync", "local vs synced batch statistics")]
+    timing = "train_step_s" if any("train_step_s" in r.values() for r in fi.ok_runs) else "wall_time_s"
+    return [bar_figure(fi, [metric, timing], "sync", "local vs synced batch statistics")]
 
 
 FIGURE_KINDS: dict[str, Callable[[FigureInput], list[Path]]] = {

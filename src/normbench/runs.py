@@ -88,13 +88,13 @@ class Run:
         return self.key("seed")
 
     def values(self) -> dict[str, float | int]:
-        """Every final number of the run, flattened: metrics, instruments, wall time, steps, data statistics."""
+        """Every final number of the run, flattened: metrics, instruments, wall and step time, steps, data statistics."""
         if self._values is not None:
             return self._values
         out: dict[str, float] = {}
         for part in ("metrics", "instruments"):
             out.update(flatten(self.record.get(part) or {}, sep="/"))
-        for name in ("wall_time_s", "global_step", "num_params"):
+        for name in ("wall_time_s", "train_step_s", "global_step", "num_params"):
             if name in self.record:
                 out[name] = self.record[name]
         out.update(flatten(self.record.get("data_stats") or {}, prefix="data_stats/", sep="/"))

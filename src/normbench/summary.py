@@ -122,16 +122,20 @@ def sortable(values: Iterable[Any]) -> tuple:
 
 
 def summary_metrics(runs: Iterable[Run]) -> list[str]:
-    """Every metric the runs report, then the headline instruments present, then wall time."""
+    """Every metric the runs report, then the headline instruments present, then wall time and, where the
+    runs timed their steps, the median training step (the time a DDP sync adds, without start-up and tests)."""
     metrics: set[str] = set()
     instruments: set[str] = set()
+    timed = False
     for run in runs:
         if run.ok:
             metrics.update(k for k, v in (run.record.get("metrics") or {}).items() if v is not None)
             instruments.update(k for k in HEADLINE_INSTRUMENTS if k in (run.record.get("instruments") or {}))
+            timed = timed or "train_step_s" in run.values()
     rank = {m: i for i, m in enumerate(PRIMARY_METRICS)}
     ordered = sorted(metrics, key=lambda m: (rank.get(m.split("@")[0], len(rank)), _at_order(m)))
-    return list(dict.fromkeys([*ordered, *(k for k in HEADLINE_INSTRUMENTS if k in instruments), "wall_time_s"]))
+    timing = ["wall_time_s", *(["train_step_s"] if timed else [])]
+    return list(dict.fromkeys([*ordered, *(k for k in HEADLINE_INSTRUMENTS if k in instruments), *timing]))
 
 
 def _at_order(metric: str) -> tuple:
