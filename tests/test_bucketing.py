@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
@@ -49,6 +50,20 @@ def test_resume_skips_the_batches_done_once() -> None:
     assert list(sampler) == epoch2
     sampler.resume_at(1, 5)
     assert list(sampler) == epoch2  # only in the epoch it was saved in
+
+
+def test_padding_share_counts_the_padding_of_pad_to() -> None:
+    """data.pad_to pads every batch to at least that length: the stat is the share of pads the model sees."""
+    kwargs = {"num_train": 256, "num_val": 16, "num_test": 16, "min_len": 2, "max_len": 60, "batch_size": 32}
+    shares = []
+    for pad_to in (0, 128):
+        dm = ParityDataModule(pad_to=pad_to, **kwargs)
+        dm.setup()
+        masks = [mask for _, mask, _ in dm.train_dataloader()]
+        seen = 1.0 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+        assert dm.stats()["train_padding_share"] == pytest.approx(seen)
+        shares.append(seen)
+    assert 0.3 < shares[0] < 0.6 < 0.7 < shares[1]
 
 
 def test_datamodule_option_and_resume_state() -> None:

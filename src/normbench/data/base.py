@@ -47,13 +47,13 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """Share of the positions of padded ``[B, longest]`` batches that are padding."""
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]], pad_to: int = 0) -> float:
+    """Share of the positions of padded ``[B, max(longest, pad_to)]`` batches that are padding."""
     real = total = 0
     for batch in batches:
         batch_lengths = [lengths[i] for i in batch]
         real += sum(batch_lengths)
-        total += len(batch_lengths) * max(batch_lengths)
+        total += len(batch_lengths) * max(*batch_lengths, pad_to)
     return 1.0 - real / total if total else 0.0
 
 
@@ -204,7 +204,7 @@ class SequenceDataModule(L.LightningDataModule):
             "num_test": len(splits["test"]),
             "mean_len": sum(lengths) / len(lengths),
             "max_len": max(lengths),
-            "train_padding_share": padding_share(self.lengths("train"), self.train_batches(0)),
+            "train_padding_share": padding_share(self.lengths("train"), self.train_batches(0), self.pad_to),
             "vocab_size": self.vocab_size,
         }
         if self.task == "classification":
