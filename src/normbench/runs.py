@@ -88,7 +88,7 @@ class Run:
         return self.key("seed")
 
     def values(self) -> dict[str, float | int]:
-        """Every final number of the run, flattened: metrics, instruments, wall and step time, steps, data statistics."""
+        """Every final number of the run, flattened: metrics, instruments, wall/step time, steps, data statistics."""
         if self._values is not None:
             return self._values
         out: dict[str, float] = {}
