@@ -15,6 +15,10 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 PER_TOKEN, BATCH = {"layer", "rms"}, {"batch", "batch_masked", "batch_step", "power", "batch_renorm"}
 
 
+def _sweep(cfg) -> dict[str, list[str]]:
+    return {key: str(value).split(",") for key, value in cfg.hydra.sweeper.params.items()}
+
+
 def _compose(*overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -29,7 +33,7 @@ def test_the_catalogue_has_its_entries():
 def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: str):
     cfg = _compose(f"experiment={name}")
     assert cfg.experiment_name == name and name in cfg.hydra.sweep.dir
-    params = {key: str(value).split(",") for key, value in cfg.hydra.sweeper.params.items()}
+    params = _sweep(cfg)
     assert len(params["seed"]) >= 3
     norms = set(params.get("norm", [cfg.norm.name]))
     assert norms & PER_TOKEN and norms & BATCH, norms  # the gap is always measured side by side
@@ -40,6 +44,15 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
         encoder = instantiate(model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
         assert encoder.output_dim > 0
     assert cfg.trainer.max_epochs <= 4 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
+
+
+def test_entry_size_cuts_an_entry_at_cpu_scale_only():
+    cpu, gpu = _compose("experiment=small_batch"), _compose("experiment=small_batch", "scale=gpu")
+    assert cpu.trainer.limit_train_batches == 0.5 and gpu.trainer.limit_train_batches == 1.0
+    assert cpu.hydra.sweeper.params.model == "transformer" and gpu.hydra.sweeper.params.model == "transformer,lstm"
+    ddp = _sweep(_compose("experiment=ddp"))
+    assert ddp["norm"] == ["batch_masked", "layer"] and ddp["norm.sync"] == ["false", "true"]
+    assert _compose().trainer.limit_train_batches == 1.0 and _compose("scale=cpu").trainer.limit_train_batches == 1.0
 
 
 def test_scale_none_returns_a_single_run_to_its_own_defaults():
@@ -54,7 +67,10 @@ def test_scale_sets_the_model_size_of_every_entry_and_the_command_line_still_win
     width = "d_model" if "d_model" in cpu.model else "hidden_size"
     assert cpu.model[width] == 64 and gpu.model[width] >= 256 and gpu.model._target_ == cpu.model._target_
     assert cpu.trainer.accelerator == "cpu" and gpu.trainer.accelerator == "gpu" and gpu.trainer.max_epochs > 1
-    assert gpu.hydra.sweeper.params == cpu.hydra.sweeper.params  # the same comparison, only bigger
+    cpu_sweep, gpu_sweep = _sweep(cpu), _sweep(gpu)
+    assert cpu_sweep.keys() == gpu_sweep.keys()
+    for key, values in cpu_sweep.items():  # the CPU scale may cut a sweep (conf/entry_size/), never add to it
+        assert set(values) <= set(gpu_sweep[key]), key
     assert cpu.data.max_len <= gpu.data.max_len
     assert _compose(f"experiment={name}", "scale=gpu", f"model.{width}=96").model[width] == 96
 
