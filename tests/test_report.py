@@ -209,16 +209,17 @@ def catalogue(root: Path) -> Path:
             )
     for sync in (False, True):
         for seed in (0, 1):
-            write_job(
-                root / "ddp" / f"{sync}-{seed}",
-                norm="batch_masked",
-                seed=seed,
-                experiment="ddp",
-                metrics={"val/acc": 0.70 + 0.05 * sync + seed / 100},
-                train_step_s=0.03 + 0.05 * sync + seed / 1000,
-                extra_overrides={"norm.sync": sync},
-                config_changes={"norm.sync": sync},
-            )
+            for norm, acc in [("batch_masked", 0.70 + 0.05 * sync), ("layer", 0.72)]:
+                write_job(
+                    root / "ddp" / f"{norm}-{sync}-{seed}",
+                    norm=norm,
+                    seed=seed,
+                    experiment="ddp",
+                    metrics={"val/acc": acc + seed / 100},
+                    train_step_s=0.03 + 0.05 * sync * (norm != "layer") + seed / 1000,
+                    extra_overrides={"norm.sync": sync},
+                    config_changes={"norm.sync": sync, "report.contrast": "norm.sync"},
+                )
     return root
 
 
@@ -251,11 +252,16 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     # each entry's sentence, from its numbers
     assert "At length spread 0.5, batch_step is 25.0 +/- 0.0 points below layer (transformer, val/acc 0.305 vs" in md
     assert "For transformer, batch_step is 1 +/- 0 higher than layer (val/ppl 22.5 vs 21.5; paired over 2 seeds)." in md
-    assert "For transformer, batch_masked (sync False) is 5.0 +/- 0.0 points below batch_masked (sync True)" in md
+    # ddp names its contrast in the config (report.contrast: norm.sync): synced vs local within batch_masked,
+    # not the 1.5 points between batch_masked and layer at sync False
+    ddp_sentence = md.split("## ddp\n\n")[1].splitlines()[0]
+    assert ddp_sentence.startswith(
+        "For transformer, batch_masked (sync False) is 5.0 +/- 0.0 points below batch_masked (sync True)"
+    )
     # the sync's cost per training step, beside the whole job's wall time; entries without step times have none
-    ddp = {r["norm.sync"]: r for r in read_csv(out / "summary.csv") if r["experiment"] == "ddp"}
-    assert float(ddp["True"]["train_step_s:mean"]) == pytest.approx(0.0805)
-    assert float(ddp["False"]["train_step_s:mean"]) == pytest.approx(0.0305)
+    ddp = {(r["norm"], r["norm.sync"]): r for r in read_csv(out / "summary.csv") if r["experiment"] == "ddp"}
+    assert float(ddp[("batch_masked", "True")]["train_step_s:mean"]) == pytest.approx(0.0805)
+    assert float(ddp[("batch_masked", "False")]["train_step_s:mean"]) == pytest.approx(0.0305)
     assert "| train_step_s (mean ± 95% CI) |" in md.split("## ddp")[1] and "train_step_s" not in md.split("## ddp")[0]
     # causal_leak names its metric in the config (report.metric); lower is better there
     assert "For lstm, batch is 0.5 +/- 0 higher than layer (probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)." in md

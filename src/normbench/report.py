@@ -21,6 +21,7 @@ from normbench.figures import FigureInput, draw_all
 from normbench.runs import MISSING, ReportError, Run, by_experiment, check_comparable, load_runs, sweep_settings
 from normbench.summary import (
     Group,
+    contrast_key,
     finding,
     group_runs,
     markdown_table,
@@ -67,7 +68,15 @@ def analyse(runs: Sequence[Run], metric: str | None = None) -> list[ExperimentRe
         groups = group_runs(members)
         chosen = primary_metric(members, metric)
         reports.append(
-            ExperimentReport(name, members, swept, chosen, groups, summary_metrics(members), finding(groups, chosen))
+            ExperimentReport(
+                name,
+                members,
+                swept,
+                chosen,
+                groups,
+                summary_metrics(members),
+                finding(groups, chosen, contrast_key(members)),
+            )
         )
     return reports
 

@@ -218,11 +218,23 @@ class Comparison:
         return f"{group.norm} ({own})" if own else group.norm
 
 
-def compare(groups: Sequence[Group], metric: str) -> Comparison | None:
-    """The setting where the best per-token norm leads the worst batch-statistic norm most; without both
-    kinds at one setting, where the best norm leads the worst most; with one norm per setting, the best
-    group against the worst over all settings. None with fewer than two groups measured."""
+def contrast_key(runs: Sequence[Run]) -> str | None:
+    """The experiment config's ``report.contrast``: a swept key whose values the sentence sets against each
+    other within one norm (ddp: ``norm.sync``), where norm against norm is not the question."""
+    configured = sorted({run.config.get("report.contrast") for run in runs} - {None})
+    return configured[0] if configured else None
+
+
+def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -> Comparison | None:
+    """With a ``contrast`` key, the norm and setting where its values differ most; else the setting where
+    the best per-token norm leads the worst batch-statistic norm most; without both kinds at one setting,
+    where the best norm leads the worst most; with one norm per setting, the best group against the worst
+    over all settings. None with fewer than two groups measured."""
     measured = [g for g in groups if g.estimate(metric).n]
+    by_contrast: dict[tuple, list[Group]] = defaultdict(list)
+    for group in measured:
+        if contrast in dict(group.settings):
+            by_contrast[(group.norm, tuple(kv for kv in group.settings if kv[0] != contrast))].append(group)
     by_setting: dict[tuple, list[Group]] = defaultdict(list)
     for group in measured:
         by_setting[group.settings].append(group)
@@ -233,6 +245,7 @@ def compare(groups: Sequence[Group], metric: str) -> Comparison | None:
         return -abs(mean) if best_at_zero(metric) else sign * mean
 
     passes = [
+        [(gs, gs) for gs in by_contrast.values()],
         [
             ([g for g in gs if norm_kind(g.norm) == "token"], [g for g in gs if norm_kind(g.norm) == "batch"])
             for gs in by_setting.values()
@@ -253,11 +266,11 @@ def compare(groups: Sequence[Group], metric: str) -> Comparison | None:
     return None
 
 
-def finding(groups: Sequence[Group], metric: str | None) -> str:
+def finding(groups: Sequence[Group], metric: str | None, contrast: str | None = None) -> str:
     """The experiment's one computed sentence."""
     if metric is None:
         return "No run of this experiment finished with a metric; see the failed and missing runs."
-    comparison = compare(groups, metric)
+    comparison = compare(groups, metric, contrast)
     if comparison is not None:
         return comparison.sentence()
     measured = [g for g in groups if g.estimate(metric).n]
