@@ -24,7 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from normbench.confidence import mean_ci  # noqa: E402
 from normbench.norms import NORMS  # noqa: E402
 from normbench.runs import Run  # noqa: E402
-from normbench.summary import Group, group_runs, norm_order  # noqa: E402
+from normbench.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
 
 GAP_METRIC = "val/train_eval_gap"
 LEAK_METRIC = "probe/causal_leak"
@@ -291,7 +291,7 @@ def sync_comparison(fi: FigureInput) -> list[Path]:
     if not keys:
         raise SkipFigure("no sync setting (e.g. norm.sync) is swept")
     metric = _require_metric(fi, fi.metric)
-    timing = "train_step_s" if any("train_step_s" in r.values() for r in fi.ok_runs) else "wall_time_s"
+    timing = "train_step_s" if step_timed(fi.runs) else "wall_time_s"
     return [bar_figure(fi, [metric, timing], "sync", "local vs synced batch statistics")]
 
 

@@ -121,20 +121,24 @@ def sortable(values: Iterable[Any]) -> tuple:
     return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in values)
 
 
-def summary_metrics(runs: Iterable[Run]) -> list[str]:
+def step_timed(runs: Iterable[Run]) -> bool:
+    """Whether a finished run reports ``train_step_s``, the median training step: the time a DDP sync adds,
+    without the job's start-up and tests."""
+    return any(run.ok and "train_step_s" in run.values() for run in runs)
+
+
+def summary_metrics(runs: Sequence[Run]) -> list[str]:
     """Every metric the runs report, then the headline instruments present, then wall time and, where the
-    runs timed their steps, the median training step (the time a DDP sync adds, without start-up and tests)."""
+    runs timed their steps, the median training step."""
     metrics: set[str] = set()
     instruments: set[str] = set()
-    timed = False
     for run in runs:
         if run.ok:
             metrics.update(k for k, v in (run.record.get("metrics") or {}).items() if v is not None)
             instruments.update(k for k in HEADLINE_INSTRUMENTS if k in (run.record.get("instruments") or {}))
-            timed = timed or "train_step_s" in run.values()
     rank = {m: i for i, m in enumerate(PRIMARY_METRICS)}
     ordered = sorted(metrics, key=lambda m: (rank.get(m.split("@")[0], len(rank)), _at_order(m)))
-    timing = ["wall_time_s", *(["train_step_s"] if timed else [])]
+    timing = ["wall_time_s", *(["train_step_s"] if step_timed(runs) else [])]
     return list(dict.fromkeys([*ordered, *(k for k in HEADLINE_INSTRUMENTS if k in instruments), *timing]))
 
 
