@@ -191,6 +191,11 @@ def fit_and_evaluate(
     with timed(timings, "fit"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     final_logged = logged_instruments(trainer)
+    epochs = trainer.current_epoch
+    # read before validate(ckpt_path=best) restores the callbacks' state of the best epoch
+    stopping = (
+        None if stopper is None else {"stopped_epoch": stopper.stopped_epoch, "best_score": float(stopper.best_score)}
+    )
     # with early stopping the best checkpoint is evaluated (validate loads it into the module for what follows)
     best = best_checkpoint(checkpoints) if stopper is not None else None
     best_path = best.best_model_path if best is not None and best.best_model_path else None
@@ -216,10 +221,8 @@ def fit_and_evaluate(
         "global_step": trainer.global_step,
         "train_step_s": step_timer.median(),  # median wall seconds of a training step
         "world_size": trainer.world_size,  # processes; the global batch is world_size x data.batch_size
-        "epochs": trainer.current_epoch,
-        "early_stopping": None
-        if stopper is None
-        else {"stopped_epoch": stopper.stopped_epoch, "best_score": float(stopper.best_score), "best": best_path},
+        "epochs": epochs,
+        "early_stopping": None if stopping is None else {**stopping, "best": best_path},
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "num_params": sum(p.numel() for p in module.parameters()),
         "data_stats": datamodule.stats(),

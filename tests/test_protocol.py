@@ -1,0 +1,181 @@
+"""The catalogue's protocol: each norm at its best learning rate chosen on validation, the controls' flatness,
+the minimum detectable effect of a null, numbers rounded to their CI, and early stopping on the best weights."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli import train
+from conftest import write_mr_snippets
+from fake_runs import write_job
+from scipy import stats
+
+from normbench.confidence import Estimate, mean_ci, minimum_detectable_effect, power
+from normbench.report import main
+from normbench.summary import decimals_of, fmt_difference, fmt_with_ci
+
+PROTOCOL = {"report": {"select": "optim.lr", "metric": "test/acc", "flat_over": "data.batch_size"}}
+
+
+def test_mde_is_the_effect_a_paired_t_test_detects_with_80_percent_power():
+    diffs = [0.01, 0.03, -0.01]  # three seeds' paired differences
+    est = mean_ci(diffs)
+    se = np.std(diffs, ddof=1) / math.sqrt(3)  # by hand: s / sqrt(n)
+    assert est.standard_error == pytest.approx(se)
+    mde = minimum_detectable_effect(est)
+    assert power(mde, se, 2) == pytest.approx(0.80, abs=1e-6)
+    # independently: simulate the paired t test of 3 seeds at a true difference of `mde`, the sd observed
+    rng = np.random.default_rng(0)
+    samples = rng.normal(mde, np.std(diffs, ddof=1), size=(200_000, 3))
+    rejected = stats.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.80, abs=0.005)
+    # many seeds: the normal approximation (z_0.975 + z_0.8) * se
+    wide = Estimate(0.0, stats.t.ppf(0.975, 1000) * 0.01, 1001, df=1000)
+    assert minimum_detectable_effect(wide) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=2e-3)
+    # every seed the same: nothing to detect below; one seed: no CI, no MDE
+    assert minimum_detectable_effect(mean_ci([0.02, 0.02, 0.02])) == 0.0
+    assert math.isnan(minimum_detectable_effect(mean_ci([0.02])))
+
+
+@pytest.mark.parametrize(
+    ("mean", "ci", "expected"),
+    [
+        (0.02746, 0.007057, ("0.0275", "0.0071")),  # two significant digits of the CI, the mean to match
+        (0.2378, 0.07318, ("0.238", "0.073")),
+        (5.03, 8.53, ("5.0", "8.5")),
+        (123.4, 12.3, ("123", "12")),
+        (0.5, 0.95, ("0.50", "0.95")),
+        (1.0, float("nan"), ("1", "n/a")),
+    ],
+)
+def test_numbers_are_rounded_to_two_significant_digits_of_their_ci(mean, ci, expected):
+    assert fmt_with_ci(mean, ci) == expected
+
+
+def test_shares_are_stated_in_points_and_other_metrics_with_their_unit():
+    assert decimals_of(0.71) == 2 and decimals_of(7.1) == 1 and decimals_of(71) == 0
+    assert fmt_difference("val/acc", 0.05032, 0.08531) == "5.0 +/- 8.5 points"
+    assert fmt_difference("val/train_eval_gap", 0.02746, 0.007057) == "2.75 +/- 0.71 points"
+    assert fmt_difference("val/bpc", 0.04, 0.013) == "0.040 +/- 0.013 bits per character"
+    assert fmt_difference("probe/causal_leak", 0.2378, 0.07318) == "0.238 +/- 0.073 (RMS feature change)"
+
+
+def _cell(root: Path, norm: str, bs: int, lr: float, seed: int, val: float, test: float) -> None:
+    write_job(
+        root / f"{norm}-bs{bs}-lr{lr}-s{seed}",
+        norm=norm,
+        seed=seed,
+        batch_size=bs,
+        metrics={"val/acc": val, "test/acc": test},
+        extra_overrides={"optim.lr": lr},
+        config_changes={**{"optim.lr": lr}, **{f"report.{k}": v for k, v in PROTOCOL["report"].items()}},
+    )
+
+
+def test_selection_chooses_on_validation_over_the_seeds_every_grid_value_ran(tmp_path: Path):
+    """Two stages: seed 0 at both learning rates, seeds 1 and 2 at the chosen one only. Seed 0 chooses 0.001
+    (val 0.72 vs 0.70); all seeds' mean would choose 0.003 (0.64 vs 0.70), and test would choose 0.003 too."""
+    for seed, val, test in [(0, 0.72, 0.60), (1, 0.60, 0.61), (2, 0.60, 0.62)]:
+        _cell(tmp_path, "layer", 2, 0.001, seed, val, test)
+    _cell(tmp_path, "layer", 2, 0.003, 0, 0.70, 0.90)
+    for seed in range(3):  # batch_masked at one learning rate only: no choice to make, one candidate
+        _cell(tmp_path, "batch_masked", 2, 0.003, seed, 0.60, 0.50 + seed / 100)
+    out = main([str(tmp_path)])
+
+    summary = {r["norm"]: r for r in _csv(out / "summary.csv")}
+    assert summary["layer"]["optim.lr (chosen)"] == "0.001" and summary["layer"]["n_seeds"] == "3"
+    assert float(summary["layer"]["test/acc:mean"]) == pytest.approx(0.61)  # the chosen value's test accuracy
+    assert summary["batch_masked"]["optim.lr (chosen)"] == "0.003"
+    selection = [r for r in _csv(out / "selection.csv") if r["norm"] == "layer"]
+    assert {(r["optim.lr"], r["chosen"], r["selection seeds"]) for r in selection} == {
+        ("0.001", "True", "0"),
+        ("0.003", "False", "0"),
+    }
+    md = (out / "summary.md").read_text()
+    # the headline is the test metric: batch_masked 0.51 vs layer 0.61 at their own best learning rates
+    assert "batch_masked is 10 +/- 0 points below layer (test/acc 0.51 vs 0.61; paired over 3 seeds; " in md
+    assert "each at its best optim.lr 0.003 vs 0.001)" in md
+    assert "| layer | 0.001 | 3 |" in md
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_report_says_whether_the_controls_are_flat_and_states_the_mde_of_a_null(tmp_path: Path):
+    bent = tmp_path / "bent"
+    for seed in range(3):
+        for bs in (2, 32):
+            layer = 0.70 + 0.11 * (bs == 32) + seed / 1000  # 11 points better at batch size 32, every seed
+            _cell(bent, "layer", bs, 0.001, seed, layer, layer)
+            _cell(bent, "batch_masked", bs, 0.001, seed, 0.5, 0.5 + seed / 100)
+    bent_md = (main([str(bent), "--out", str(tmp_path / "r2")]) / "summary.md").read_text()
+    assert "NOT flat across batch size" in bent_md
+    assert "layer 11 +/- 0 points between batch size 32 and 2" in bent_md
+    record = json.loads((tmp_path / "r2" / "finding.json").read_text())[0]
+    assert record["controls_flat"] is False and record["verdict"] == "clear" and record["runs"] == 12
+
+    noisy = tmp_path / "noisy"
+    for seed, (a, b) in enumerate([(0.70, 0.69), (0.66, 0.70), (0.71, 0.70)]):
+        for bs in (2, 32):
+            _cell(noisy, "layer", bs, 0.001, seed, b, b)
+            _cell(noisy, "batch_masked", bs, 0.001, seed, a, a)
+    noisy_md = (main([str(noisy), "--out", str(tmp_path / "r3")]) / "summary.md").read_text()
+    assert "The controls are flat across batch size" in noisy_md
+    # batch_masked - layer = +0.01, -0.04, +0.01: a null; its MDE by hand from s / sqrt(3) and df 2
+    diffs = [0.01, -0.04, 0.01]
+    mde = minimum_detectable_effect(mean_ci(diffs))
+    assert f"these 3 seeds detect {mde * 100:.2g} points with 80% power" in noisy_md
+    assert f"Verdict: **null (MDE {mde * 100:.2g} points)**." in noisy_md
+
+
+def _noisy_snippets(path: Path) -> Path:
+    """The MR fixture with every third label flipped: a model overfits it, so validation accuracy falls."""
+    write_mr_snippets(path)
+    lines = []
+    for i, line in enumerate(path.read_bytes().decode().split("\r\n")):
+        ident, score, text = line.split("\t")
+        lines.append("\t".join([ident, f"{-float(score):.11f}" if i % 3 == 0 else score, text]))
+    path.write_bytes("\r\n".join(lines).encode())
+    return path
+
+
+@pytest.mark.slow
+def test_early_stopping_validates_and_tests_the_best_checkpoint(tmp_path: Path):
+    """patience 0 stops at the first validation without improvement, so the last epoch is worse than the best:
+    the reported val/acc must be the best epoch's (the monitored best score), not the last one's."""
+    run_dir = tmp_path / "run"
+    args = [
+        f"data.path={_noisy_snippets(tmp_path / 'noisy.txt')}",
+        "logger=csv",
+        "callbacks=none",
+        "data.batch_size=16",
+        "data.vocab_size=300",
+        "model.d_model=32",
+        "model.d_ff=64",
+        "model.n_layers=1",
+        "optim.lr=1e-2",
+        "trainer.max_epochs=6",
+        "early_stopping.patience=0",
+        "checkpoint.every_n_steps=0",
+        f"hydra.run.dir={run_dir}",
+    ]
+    train(args, tmp_path)
+    record = json.loads((run_dir / "results.json").read_text())
+    stopping = record["early_stopping"]
+    with next(run_dir.rglob("metrics.csv")).open() as handle:
+        per_epoch = [float(row["val/acc"]) for row in csv.DictReader(handle) if row.get("val/acc")][:-1]  # fit only
+    assert record["epochs"] < 6 and stopping["stopped_epoch"] == len(per_epoch) - 1 >= 1  # it did stop early
+    assert per_epoch[-1] < max(per_epoch) == pytest.approx(stopping["best_score"])
+    assert record["metrics"]["val/acc"] == pytest.approx(max(per_epoch))  # the best epoch's weights, not the last
+    assert stopping["best"] == str(run_dir / "checkpoints" / "best.ckpt")
+
+    bad = train([*args[:-1], "early_stopping.patience=-1", f"hydra.run.dir={tmp_path / 'bad'}"], tmp_path, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: early_stopping.patience=-1 is out of range; accepted: null (no early stopping) or an integer >= 0"
+    ]
