@@ -15,6 +15,7 @@ from scipy import stats
 
 from normbench.confidence import Estimate, mean_ci, minimum_detectable_effect, power
 from normbench.report import main
+from normbench.selection import main as selection_main
 from normbench.summary import decimals_of, fmt_difference, fmt_with_ci
 
 PROTOCOL = {"report": {"select": "optim.lr", "metric": "test/acc", "flat_over": "data.batch_size"}}
@@ -179,3 +180,18 @@ def test_early_stopping_validates_and_tests_the_best_checkpoint(tmp_path: Path):
     assert bad.stderr.strip().splitlines() == [
         "error: early_stopping.patience=-1 is out of range; accepted: null (no early stopping) or an integer >= 0"
     ]
+
+
+def test_selection_cli_prints_the_second_stage_of_each_cell(tmp_path: Path, capsys):
+    for lr, val in [(0.001, 0.70), (0.003, 0.74), (0.01, 0.60)]:
+        _cell(tmp_path, "layer", 2, lr, 0, val, 0.0)
+        _cell(tmp_path, "batch_masked", 2, lr, 0, 1.4 - val * (lr != 0.01), 0.0)
+    selection_main([str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == ["norm=batch_masked optim.lr=0.01", "norm=layer optim.lr=0.003"]
+
+    write_job(tmp_path / "other", norm="layer", seed=0, experiment="padding", metrics={"val/acc": 0.5})
+    with pytest.raises(SystemExit) as stop:
+        selection_main([str(tmp_path / "other")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: padding: the selection key None is not swept; swept: nothing"

@@ -257,8 +257,8 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     # each entry's sentence, from its numbers
     assert "At length spread 0.5, batch_step is 25 +/- 0 points below layer (transformer, val/acc 0.305 vs" in md
     assert (
-        "For transformer, batch_step is 1 +/- 0 perplexity higher than layer (val/ppl 22.5 vs 21.5; paired over 2 seeds)."
-        in md
+        "For transformer, batch_step is 1 +/- 0 perplexity higher than layer "
+        "(val/ppl 22.5 vs 21.5; paired over 2 seeds)." in md
     )
     # ddp names its contrast in the config (report.contrast: norm.sync): synced vs local within batch_masked,
     # not the 1.5 points between batch_masked and layer at sync False
@@ -273,8 +273,8 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     assert "| train_step_s (mean ± 95% CI) |" in md.split("## ddp")[1] and "train_step_s" not in md.split("## ddp")[0]
     # causal_leak names its metric in the config (report.metric); lower is better there
     assert (
-        "For lstm, batch is 0.5 +/- 0 (RMS feature change) higher than layer (probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)."
-        in md
+        "For lstm, batch is 0.5 +/- 0 (RMS feature change) higher than layer "
+        "(probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)." in md
     )
 
 

@@ -19,7 +19,16 @@ from typing import Any
 from normbench.errors import NormbenchError
 from normbench.figures import FigureInput, draw_all
 from normbench.results import write_json_atomic
-from normbench.runs import MISSING, ReportError, Run, by_experiment, check_comparable, load_runs, sweep_settings
+from normbench.runs import (
+    MISSING,
+    ReportError,
+    Run,
+    by_experiment,
+    check_comparable,
+    configured,
+    load_runs,
+    sweep_settings,
+)
 from normbench.selection import Choice, select, selection_metric
 from normbench.summary import (
     Comparison,
@@ -94,11 +103,6 @@ class ExperimentReport:
         return verdict
 
 
-def configured_key(runs: Sequence[Run], key: str) -> str | None:
-    configured = sorted({str(run.config[key]) for run in runs if run.config.get(key) is not None})
-    return configured[0] if configured else None
-
-
 def analyse(
     runs: Sequence[Run], metric: str | None = None, select_key: str | None = None, select_on: str | None = None
 ) -> list[ExperimentReport]:
@@ -114,7 +118,7 @@ def analyse(
         members.sort(key=lambda r: (sortable(r.settings.values()), norm_order(r.norm), sortable([r.seed])))
         groups = group_runs(members)
         chosen = primary_metric(members, metric)
-        key = select_key or configured_key(members, "report.select")
+        key = select_key or configured(members, "report.select")
         if key is not None and key not in swept:
             if select_key:
                 raise ReportError(f"--select {key} is not swept in {name}; swept: {', '.join(swept) or 'nothing'}")
@@ -212,6 +216,13 @@ def markdown(reports: Sequence[ExperimentReport], dirs: Sequence[str]) -> str:
                 "(selection.csv has every candidate).",
                 "",
             ]
+            edge = [c for c in rep.choices if c.at_edge]
+            if edge:
+                lines += [
+                    f"{len(edge)} of {len(rep.choices)} choices are at an edge of the grid, where the best value "
+                    "may lie outside it: " + "; ".join(" ".join(c.overrides()) for c in edge) + ".",
+                    "",
+                ]
         lines += [markdown_table(rep.groups, rep.shown_swept, rep.metrics), ""]
         if rep.comparisons:
             lines += [

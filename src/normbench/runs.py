@@ -210,6 +210,12 @@ def load_runs(dirs: Iterable[str | os.PathLike]) -> list[Run]:
     return list(runs.values())
 
 
+def configured(runs: Iterable[Run], key: str) -> str | None:
+    """An experiment's config value of ``key`` (``report.select``, ...), the same in all its runs; None if unset."""
+    values = sorted({str(run.config[key]) for run in runs if run.config.get(key) is not None})
+    return values[0] if values else None
+
+
 def by_experiment(runs: Iterable[Run]) -> dict[str, list[Run]]:
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from normbench.runs import Run
+from normbench.runs import Run, configured
 from normbench.summary import Group, higher_is_better, norm_order, sortable
 
 
@@ -31,6 +31,16 @@ class Choice:
     scores: tuple[tuple[Any, float], ...]
     seeds: tuple[Any, ...]
 
+    @property
+    def at_edge(self) -> bool:
+        """Chosen at the smallest or largest grid value: the grid may not bracket the best value."""
+        values = [v for v, _ in self.scores]
+        return len(values) > 2 and self.value in (values[0], values[-1])
+
+    def overrides(self) -> list[str]:
+        """The command-line overrides that rerun this cell at its chosen value (the second stage)."""
+        return [f"{k}={v}" for k, v in self.cell] + [f"norm={self.norm}", f"{self.key}={self.value}"]
+
     def rows(self) -> list[dict[str, Any]]:
         return [
             {
@@ -40,6 +50,7 @@ class Choice:
                 f"{self.metric} (selection mean)": score,
                 "selection seeds": " ".join(str(s) for s in self.seeds),
                 "chosen": value == self.value,
+                "at grid edge": self.at_edge,
             }
             for value, score in self.scores
         ]
@@ -49,9 +60,8 @@ def selection_metric(runs: Sequence[Run], headline: str | None, requested: str |
     """``--select-on``, else the config's ``report.select_on``, else the headline's validation twin
     (``test/acc`` -> ``val/acc``), else the headline itself."""
     present = {k for run in runs if run.ok for k in run.values()}
-    configured = sorted({run.config.get("report.select_on") for run in runs} - {None})
     twin = "val/" + headline.removeprefix("test/") if headline and headline.startswith("test/") else None
-    for candidate in [requested, *configured, twin, headline]:
+    for candidate in [requested, configured(runs, "report.select_on"), twin, headline]:
         if candidate and candidate in present:
             return candidate
     return None
@@ -85,3 +95,41 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
         )
     chosen_groups.sort(key=lambda g: (sortable(v for _, v in g.settings), norm_order(g.norm)))
     return chosen_groups, choices
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m normbench.selection DIR --select optim.lr``: the chosen value of each cell of a first-stage
+    sweep, one line of overrides per cell, for a second stage that runs the other seeds at it only."""
+    import argparse
+    import sys
+
+    from normbench.errors import NormbenchError
+    from normbench.runs import by_experiment, check_comparable, load_runs, sweep_settings
+    from normbench.summary import group_runs, primary_metric
+
+    parser = argparse.ArgumentParser(prog="python -m normbench.selection", description=main.__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", help="the first stage's sweep dirs")
+    parser.add_argument("--select", help="the swept key to choose (default: the config's report.select)")
+    parser.add_argument("--select-on", help="the metric to choose on (default: the headline's val/ twin)")
+    args = parser.parse_args(argv)
+    try:
+        for name, members in by_experiment(load_runs(args.dirs)).items():
+            swept = sweep_settings(members)
+            check_comparable(name, members, swept)
+            key = args.select or configured(members, "report.select")
+            if key is None or key not in swept:
+                raise NormbenchError(
+                    f"{name}: the selection key {key} is not swept; swept: {', '.join(swept) or 'nothing'}"
+                )
+            metric = selection_metric(members, primary_metric(members), args.select_on)
+            if metric is None:
+                raise NormbenchError(f"{name}: no finished run reports a metric to choose on")
+            for choice in select(group_runs(members), key, metric)[1]:
+                print(" ".join(choice.overrides()))
+    except NormbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from typing import Any
 
 from normbench.confidence import POWER, Estimate, difference_ci, mean_ci, minimum_detectable_effect
 from normbench.norms import NORMS, NoNorm, _BatchStatNorm
-from normbench.runs import Run
+from normbench.runs import Run, configured
 
 #: the headline metric of an experiment when neither --metric nor the config's `report.metric` names one
 PRIMARY_METRICS = ("val/acc", "test/acc", "val/ppl", "test/ppl", "val/loss", "test/loss")
@@ -312,8 +312,7 @@ class Comparison:
 def contrast_key(runs: Sequence[Run]) -> str | None:
     """The experiment config's ``report.contrast``: a swept key whose values the sentence sets against each
     other within one norm (ddp: ``norm.sync``), where norm against norm is not the question."""
-    configured = sorted({run.config.get("report.contrast") for run in runs} - {None})
-    return configured[0] if configured else None
+    return configured(runs, "report.contrast")
 
 
 def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -> Comparison | None:
@@ -421,8 +420,7 @@ class Flatness:
 def flat_key(runs: Sequence[Run]) -> str | None:
     """The experiment config's ``report.flat_over``: the swept key across which its hypothesis says the
     per-token norms stay flat (small_batch: ``data.batch_size``)."""
-    configured = sorted({run.config.get("report.flat_over") for run in runs} - {None})
-    return configured[0] if configured else None
+    return configured(runs, "report.flat_over")
 
 
 def flatness(groups: Sequence[Group], key: str | None, metric: str | None) -> list[Flatness]:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A catalogue entry whose norms are each tuned over a grid (the entry's report.select, e.g. optim.lr), in two
+# stages, then its report:
+#   1. the entry's sweep with its first seed only: every grid value of every cell (setting x norm);
+#   2. each cell's value chosen on validation (python -m normbench.selection), run again with the entry's
+#      other seeds only, JOBS at a time (default 2).
+#   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages
+# The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
+# play no part in the choice. The exit code is the first failure's.
+set -uo pipefail
+[[ $# -ge 1 ]] || { echo "usage: $0 NAME [overrides...]" >&2; exit 2; }
+name=$1; shift
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+dir="multirun/$name/$(date +%Y-%m-%d_%H-%M-%S)"
+jobs=${JOBS:-2}
+start=$SECONDS
+seeds=$(python "$root/train.py" "experiment=$name" "$@" --cfg hydra -p hydra.sweeper.params.seed | tail -1 | tr ',' ' ')
+first=${seeds%% *}
+rest=${seeds#"$first"}
+python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "seed=$first"
+status=$?
+echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
+python -m normbench.selection "$dir/stage1" > "$dir/stage2_cells.txt" || status=$?
+mkdir -p "$dir/stage2"
+: > "$dir/stage2_jobs.sh"
+i=0
+while read -r cell; do
+  for seed in $rest; do
+    run="$dir/stage2/${i}_seed=$seed"
+    # shellcheck disable=SC2086  # a cell is several overrides
+    printf 'python %q %q %s %s seed=%s %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" "experiment=$name" "$cell" \
+      "$(printf '%q ' "$@")" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
+    i=$((i + 1))
+  done
+done < "$dir/stage2_cells.txt"
+xargs -P "$jobs" -d '\n' -I{} bash -c {} < "$dir/stage2_jobs.sh" || status=$?
+echo "$name: both stages finished in $((SECONDS - start)) s (exit $status): $dir"
+"$root/scripts/report.sh" "$dir" || status=$?
+exit $status
