@@ -70,6 +70,13 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def jobs_side_by_side() -> bool:
+    """True in a multirun job whose launcher is not Hydra's basic one (joblib, Slurm ...): jobs may run at once."""
+    hydra_cfg = HydraConfig.get()
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    return hydra_cfg.mode == RunMode.MULTIRUN and not launcher.endswith("BasicLauncher")
+
+
 def set_threads(threads: Any) -> None:
     """``threads``: torch's intra-op threads for this process (None keeps torch's default, one per core)."""
     if threads is None:
@@ -151,7 +158,8 @@ def fit_and_evaluate(
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
     step_timer = StepTimer()
-    callbacks = [RichProgressBar(), step_timer, *instruments, *checkpoints]
+    bar = not jobs_side_by_side()  # bars of jobs run side by side interleave; the sweep's progress line stays
+    callbacks = [*([RichProgressBar()] if bar else []), step_timer, *instruments, *checkpoints]
     callbacks += [LearningRateMonitor("step")] if logger else []
     trainer = instantiate(
         trainer_options,
@@ -159,6 +167,7 @@ def fit_and_evaluate(
         logger=logger if logger else False,
         callbacks=callbacks,
         enable_checkpointing=bool(checkpoints),
+        enable_progress_bar=bar,
     )
     with timed(timings, "fit"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
