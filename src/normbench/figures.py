@@ -34,8 +34,10 @@ LEAK_METRIC = "probe/causal_leak"
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")  # one per norm, beside its colour
 DODGE_POINTS = 4.0  # sideways shift between neighbouring series ...
-DODGE_WIDTH_POINTS = 30.0  # ... and at most this between the outermost two
+DODGE_WIDTH_POINTS = 16.0  # ... and at most this between the outermost two (inside the axes' 5% margins)
+LEGEND_INCHES_PER_CHAR = 0.055  # width of a legend character at fontsize 7
 ERROR_BAR_POINTS = 8  # a series with at most this many x values gets CI error bars, more: a CI band
+MARKER_INTERLEAVE = 4  # a longer series marks every 4th point, each series starting at another one
 HATCHES = ("", "//", "..", "xx")
 
 
@@ -82,12 +84,11 @@ def _require_metric(fi: FigureInput, metric: str | None) -> str:
 
 
 def _panels(
-    fi: FigureInput, rows: int, title: str, has: Callable[[Run], bool], legend_beside: bool = True
+    fi: FigureInput, rows: int, title: str, has: Callable[[Run], bool]
 ) -> tuple[Figure, list[str], list[list[Axes]]]:
-    """A figure with a row per metric and a column per model whose runs have the data (``has``); 1.8 in of
-    each column's width for a legend beside the panel."""
+    """A figure with a row per metric and a column per model whose runs have the data (``has``)."""
     models = sorted({r.model for r in fi.ok_runs if has(r)}) or ["-"]
-    fig = Figure(figsize=((6.6 if legend_beside else 4.8) * len(models), 3.6 * rows), layout="constrained")
+    fig = Figure(figsize=(4.8 * len(models), 3.6 * rows), layout="constrained")
     axes = fig.subplots(rows, len(models), squeeze=False)
     fig.suptitle(textwrap.fill(title, 60 * len(models)))
     return fig, models, axes
@@ -125,45 +126,59 @@ def _dodge(ax: Axes, index: int, count: int) -> Transform:
 def _draw_lines(ax: Axes, lines: dict[str, tuple[str, dict[float, list[float]]]]) -> None:
     """``{label: (norm, {x: values over seeds})}`` -> mean lines with 95% CIs, every series visible.
 
-    A marker shape per norm besides its colour; series dodged sideways by a few points; a series equal to an
-    earlier one says so in the legend (``layer (identical to power)``). With few x values the CIs are error
-    bars (dodged, so none hides another); with many, light bands.
+    A marker shape per norm besides its colour, and a series equal to an earlier one says so in the legend
+    (``layer (identical to power)``). With few x values the series are dodged sideways by a few points and
+    their CIs are error bars, so none hides another; with many (a series over training steps) the lines stay
+    in place with light CI bands, and each series puts its markers on other points than its neighbours'.
     """
     styles: dict[str, int] = defaultdict(int)
     extent: list[tuple[float, float]] = []  # the points in data coordinates: dodged artists do not set the limits
     ordered = sorted(lines.items(), key=lambda item: (norm_order(item[1][0]), item[0]))
     estimates = {label: {x: mean_ci(points[x]) for x in sorted(points)} for label, (_, points) in ordered}
     same = _identical_to({label: (list(e), [v.mean for v in e.values()]) for label, e in estimates.items()})
+    interleave = min(len(ordered), MARKER_INTERLEAVE)
+    at_same_xs: dict[tuple, list[str]] = defaultdict(list)  # dodged among the series drawn at the same x values
+    for label, points in estimates.items():
+        at_same_xs[tuple(points)].append(label)
     for index, (label, (norm, _)) in enumerate(ordered):
         xs, est = list(estimates[label]), list(estimates[label].values())
         means = [e.mean for e in est]
         errors = [e.ci if e.has_ci else 0.0 for e in est]
+        extent += [(x, m + sign * e) for x, m, e in zip(xs, means, errors, strict=True) for sign in (-1, 1)]
         style = LINESTYLES[styles[norm] % len(LINESTYLES)]
         styles[norm] += 1
-        color, transform = norm_color(norm), _dodge(ax, index, len(ordered))
-        shown = f"{label} (identical to {same[label]})" if label in same else label
-        marker = MARKERS[norm_order(norm)[0] % len(MARKERS)]
-        few = len(xs) <= ERROR_BAR_POINTS
-        extent += [(x, m + sign * e) for x, m, e in zip(xs, means, errors, strict=True) for sign in (-1, 1)]
+        few, neighbours = len(xs) <= ERROR_BAR_POINTS, at_same_xs[tuple(xs)]
+        common = {
+            "color": norm_color(norm),
+            "transform": _dodge(ax, neighbours.index(label), len(neighbours)) if few else ax.transData,
+        }
         ax.errorbar(
-            xs, means, yerr=errors if few else None, fmt=style, marker=marker, ms=4, color=color, label=shown,
-            capsize=2, elinewidth=0.8, transform=transform,
+            xs, means, yerr=errors if few else None, fmt=style, marker=MARKERS[norm_order(norm)[0] % len(MARKERS)],
+            ms=4, capsize=2, elinewidth=0.8, markevery=None if few else (index % interleave, interleave),
+            label=f"{label} (identical to {same[label]})" if label in same else label, **common,
         )  # fmt: skip
         if not few:
             low = [m - e for m, e in zip(means, errors, strict=True)]
             high = [m + e for m, e in zip(means, errors, strict=True)]
-            ax.fill_between(xs, low, high, color=color, alpha=0.12, linewidth=0, transform=transform)
+            ax.fill_between(xs, low, high, alpha=0.12, linewidth=0, **common)
     if extent:
         ax.update_datalim(extent)
         ax.autoscale_view()
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Legends beside their panels (not over the data), the figure widened by as much as they need."""
+    longest = 0
     for ax in fig.axes:
         ax.set_ylabel(textwrap.fill(ax.get_ylabel(), 36))  # a long metric name on two lines, not cut off
-        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:  # beside the panel, not over the data
+        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+            longest = max(longest, *(len(label) for label in ax.get_legend_handles_labels()[1]))
         ax.grid(alpha=0.3)
+    if longest and fig.axes:
+        columns = fig.axes[0].get_subplotspec().get_gridspec().ncols
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + columns * (0.7 + LEGEND_INCHES_PER_CHAR * longest), height)
     fig.savefig(path, dpi=110)
     return path
 
@@ -311,7 +326,7 @@ def series_over_training(fi: FigureInput) -> list[Path]:
 def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -> Path:
     """Bars per norm (grouped by the other settings), CI error bars; a row per metric, a panel per model."""
     has = lambda r: any(m in r.values() for m in metrics)  # noqa: E731
-    fig, models, axes = _panels(fi, len(metrics), f"{fi.experiment}: {title}", has, legend_beside=False)
+    fig, models, axes = _panels(fi, len(metrics), f"{fi.experiment}: {title}", has)
     for row, metric in zip(axes, metrics, strict=True):
         for ax, model in zip(row, models, strict=True):
             groups = group_runs(r for r in fi.ok_runs if r.model == model)
