@@ -72,6 +72,8 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
 
 def jobs_side_by_side() -> bool:
     """True in a multirun job whose launcher is not Hydra's basic one (joblib, Slurm ...): jobs may run at once."""
+    if not HydraConfig.initialized():
+        return False
     hydra_cfg = HydraConfig.get()
     launcher = str(hydra_cfg.launcher.get("_target_", ""))
     return hydra_cfg.mode == RunMode.MULTIRUN and not launcher.endswith("BasicLauncher")
