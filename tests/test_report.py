@@ -128,7 +128,9 @@ def test_one_seed_has_no_ci(tmp_path: Path):
     out = main([str(tmp_path)])
     md = (out / "summary.md").read_text()
     assert "| layer | 1 | 0.7 ± n/a |" in md and "| batch | 1 | 0.8 ± n/a |" in md
-    assert "For transformer, batch is 10.0 +/- n/a points above layer (val/acc 0.8 vs 0.7; paired over 1 seeds)." in md
+    # one seed: no CI, so the numbers keep four significant digits and there is no verdict
+    assert "For transformer, batch is 10 +/- n/a points above layer (val/acc 0.8 vs 0.7; paired over 1 seeds)." in md
+    assert "Verdict: **no CI**." in md
 
 
 def test_sentence_states_the_largest_gap_with_its_paired_ci(sweep: Path):
@@ -151,8 +153,11 @@ def test_sentence_on_a_gap_metric_names_the_gap_farthest_from_zero(sweep: Path):
     out = main([str(sweep), "--metric", "val/train_eval_gap"])
 
     sentence = (out / "summary.md").read_text().split("## small_batch\n\n")[1].splitlines()[0]
-    assert sentence.startswith(("At batch size 2, batch_masked is 0.1 +/- ", "At batch size 2, batch is 0.1 +/- "))
-    assert "lower than layer (transformer, val/train_eval_gap -0.1 vs 0;" in sentence
+    # a gap of accuracies is a share: stated in points; every seed agreed, so the CI is 0
+    assert sentence.startswith(
+        ("At batch size 2, batch_masked is 10 +/- 0 points ", "At batch size 2, batch is 10 +/- 0 points ")
+    )
+    assert "below layer (transformer, val/train_eval_gap -0.1 vs 0;" in sentence
 
 
 def test_difference_ci_is_the_paired_t_interval_or_welchs():
@@ -250,13 +255,16 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     assert "skipped figure 'causal-leak probe': no finished run reports probe/causal_leak" in printed
     assert "Figures not drawn: metric vs batch size (the batch size is not swept)" in md.split("## ddp")[1]
     # each entry's sentence, from its numbers
-    assert "At length spread 0.5, batch_step is 25.0 +/- 0.0 points below layer (transformer, val/acc 0.305 vs" in md
-    assert "For transformer, batch_step is 1 +/- 0 higher than layer (val/ppl 22.5 vs 21.5; paired over 2 seeds)." in md
+    assert "At length spread 0.5, batch_step is 25 +/- 0 points below layer (transformer, val/acc 0.305 vs" in md
+    assert (
+        "For transformer, batch_step is 1 +/- 0 perplexity higher than layer (val/ppl 22.5 vs 21.5; paired over 2 seeds)."
+        in md
+    )
     # ddp names its contrast in the config (report.contrast: norm.sync): synced vs local within batch_masked,
     # not the 1.5 points between batch_masked and layer at sync False
     ddp_sentence = md.split("## ddp\n\n")[1].splitlines()[0]
     assert ddp_sentence.startswith(
-        "For transformer, batch_masked (sync False) is 5.0 +/- 0.0 points below batch_masked (sync True)"
+        "For transformer, batch_masked (sync False) is 5 +/- 0 points below batch_masked (sync True)"
     )
     # the sync's cost per training step, beside the whole job's wall time; entries without step times have none
     ddp = {(r["norm"], r["norm.sync"]): r for r in read_csv(out / "summary.csv") if r["experiment"] == "ddp"}
@@ -264,7 +272,10 @@ def test_figures_follow_the_data_of_each_experiment(tmp_path: Path, capsys):
     assert float(ddp[("batch_masked", "False")]["train_step_s:mean"]) == pytest.approx(0.0305)
     assert "| train_step_s (mean ± 95% CI) |" in md.split("## ddp")[1] and "train_step_s" not in md.split("## ddp")[0]
     # causal_leak names its metric in the config (report.metric); lower is better there
-    assert "For lstm, batch is 0.5 +/- 0 higher than layer (probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)." in md
+    assert (
+        "For lstm, batch is 0.5 +/- 0 (RMS feature change) higher than layer (probe/causal_leak 0.51 vs 0.01; paired over 3 seeds)."
+        in md
+    )
 
 
 def test_refuses_runs_that_differ_in_an_unswept_config_value(tmp_path: Path, capsys):

@@ -84,24 +84,34 @@ def silence_mid_epoch_resume_warning() -> None:
 
 
 def checkpoint_callbacks(
-    run_dir: Path, every_n_steps: int, save_best: bool, monitor: tuple[str, str] = ("val/acc", "max")
+    run_dir: Path,
+    every_n_steps: int,
+    save_best: bool,
+    monitor: tuple[str, str] = ("val/acc", "max"),
+    keep_best: bool = False,
 ) -> list[Callback]:
     """``last.ckpt`` every ``every_n_steps`` optimizer steps, ``best.ckpt`` by ``monitor`` (metric, min|max)
-    (the task module's: ``val/acc`` for classification, ``val/loss`` for language modeling), the RNG keeper."""
-    if every_n_steps <= 0:
-        return []
+    (the task module's: ``val/acc`` for classification, ``val/loss`` for language modeling), the RNG keeper.
+    ``keep_best`` writes ``best.ckpt`` even without periodic checkpoints: early stopping evaluates it."""
     directory = run_dir / CHECKPOINT_DIR
-    callbacks: list[Callback] = [
-        AtomicModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps),
-        RandomStateCheckpoint(),
-    ]
-    if save_best:
+    callbacks: list[Callback] = []
+    if every_n_steps > 0:
+        callbacks += [
+            AtomicModelCheckpoint(dirpath=directory, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps),
+            RandomStateCheckpoint(),
+        ]
+    if keep_best or (save_best and every_n_steps > 0):
         callbacks.append(
             AtomicModelCheckpoint(
                 dirpath=directory, filename="best", monitor=monitor[0], mode=monitor[1], auto_insert_metric_name=False
             )
         )
     return callbacks
+
+
+def best_checkpoint(callbacks: list[Callback]) -> ModelCheckpoint | None:
+    """The callback that keeps ``best.ckpt`` (the one with a monitor), if any."""
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
 
 
 def _describe(identity: dict[str, Any]) -> str:

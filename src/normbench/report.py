@@ -18,11 +18,22 @@ from typing import Any
 
 from normbench.errors import NormbenchError
 from normbench.figures import FigureInput, draw_all
+from normbench.results import write_json_atomic
 from normbench.runs import MISSING, ReportError, Run, by_experiment, check_comparable, load_runs, sweep_settings
+from normbench.selection import Choice, select, selection_metric
 from normbench.summary import (
+    Comparison,
+    Flatness,
     Group,
+    all_comparisons,
+    compare,
+    comparison_rows,
     contrast_key,
     finding,
+    flat_key,
+    flatness,
+    fmt,
+    fmt_size,
     group_runs,
     markdown_table,
     norm_order,
@@ -32,6 +43,8 @@ from normbench.summary import (
     table_rows,
 )
 
+#: what each experiment's report found, one record per experiment (read by ``--index``)
+FINDINGS_FILE = "finding.json"
 #: the key config values every results.csv row starts with
 KEY_FIELDS = ("experiment", "model", "norm", "data", "batch_size", "seed")
 
@@ -49,14 +62,48 @@ class ExperimentReport:
     sentence: str
     figures: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: the swept key each norm was tuned over (its best value chosen on `select_metric`), and the choices
+    select_key: str | None = None
+    select_metric: str | None = None
+    choices: list[Choice] = field(default_factory=list)
+    flatness: list[Flatness] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    headline: Comparison | None = None
 
     @property
     def not_ok(self) -> list[Run]:
         return [r for r in self.runs if not r.ok]
 
+    @property
+    def compared_runs(self) -> list[Run]:
+        """The runs behind the tables and figures: with a selection, those of the chosen values only."""
+        return [r for g in self.groups for r in g.runs] if self.select_key else self.runs
 
-def analyse(runs: Sequence[Run], metric: str | None = None) -> list[ExperimentReport]:
-    """Group by experiment, find the swept keys, refuse incomparable runs, compute tables and sentences."""
+    @property
+    def shown_swept(self) -> list[str]:
+        return [k for k in self.swept if k != self.select_key]
+
+    @property
+    def verdict(self) -> str:
+        """``clear``, ``against`` or ``null (MDE ...)`` of the headline comparison; ``-`` without one."""
+        if self.headline is None:
+            return "-"
+        verdict = self.headline.verdict
+        if verdict == "null":
+            return f"null (MDE {fmt_size(self.headline.metric, self.headline.mde)})"
+        return verdict
+
+
+def configured_key(runs: Sequence[Run], key: str) -> str | None:
+    configured = sorted({str(run.config[key]) for run in runs if run.config.get(key) is not None})
+    return configured[0] if configured else None
+
+
+def analyse(
+    runs: Sequence[Run], metric: str | None = None, select_key: str | None = None, select_on: str | None = None
+) -> list[ExperimentReport]:
+    """Group by experiment, find the swept keys, refuse incomparable runs, choose each norm's best value of
+    the selection key on validation, compute tables, comparisons, the controls' flatness and the sentence."""
     if metric and not any(metric in run.values() for run in runs):
         reported = sorted({k for run in runs for k in (run.record.get("metrics") or {})})
         raise ReportError(f"--metric {metric} is not reported by any run; the runs report {', '.join(reported)}")
@@ -67,6 +114,17 @@ def analyse(runs: Sequence[Run], metric: str | None = None) -> list[ExperimentRe
         members.sort(key=lambda r: (sortable(r.settings.values()), norm_order(r.norm), sortable([r.seed])))
         groups = group_runs(members)
         chosen = primary_metric(members, metric)
+        key = select_key or configured_key(members, "report.select")
+        if key is not None and key not in swept:
+            if select_key:
+                raise ReportError(f"--select {key} is not swept in {name}; swept: {', '.join(swept) or 'nothing'}")
+            key = None
+        on = selection_metric(members, chosen, select_on) if key else None
+        choices: list[Choice] = []
+        if key and on:
+            groups, choices = select(groups, key, on)
+        checks = flatness(groups, flat_key(members), chosen)
+        contrast = contrast_key(members)
         reports.append(
             ExperimentReport(
                 name,
@@ -75,7 +133,13 @@ def analyse(runs: Sequence[Run], metric: str | None = None) -> list[ExperimentRe
                 chosen,
                 groups,
                 summary_metrics(members),
-                finding(groups, chosen, contrast_key(members)),
+                finding(groups, chosen, contrast, checks),
+                select_key=key if on else None,
+                select_metric=on,
+                choices=choices,
+                flatness=checks,
+                comparisons=all_comparisons(groups, chosen) if chosen else [],
+                headline=compare(groups, chosen, contrast) if chosen else None,
             )
         )
     return reports
@@ -134,26 +198,78 @@ def markdown(reports: Sequence[ExperimentReport], dirs: Sequence[str]) -> str:
         + ". Mean ± 95% CI over seeds (Student t; n/a with one seed).",
     ]
     for rep in reports:
-        lines += ["", f"## {rep.name}", "", rep.sentence, ""]
+        lines += ["", f"## {rep.name}", "", rep.sentence, "", f"Verdict: **{rep.verdict}**.", ""]
         commits = sorted({str(r.record["git_commit"])[:10] for r in rep.runs if r.record.get("git_commit")})
         lines += [
             f"Swept: {', '.join(rep.swept) or 'nothing but norm and seed'}; headline metric: {rep.metric}; "
             f"code: {len(commits)} commit{'s' if len(commits) != 1 else ''} ({', '.join(commits) or 'unknown'}).",
             "",
         ]
-        lines += [markdown_table(rep.groups, rep.swept, rep.metrics), ""]
+        if rep.select_key:
+            lines += [
+                f"Each norm at its best `{rep.select_key}` of the grid, chosen per setting on the mean "
+                f"{rep.select_metric} over the seeds that ran every grid value; the test metrics played no part "
+                "(selection.csv has every candidate).",
+                "",
+            ]
+        lines += [markdown_table(rep.groups, rep.shown_swept, rep.metrics), ""]
+        if rep.comparisons:
+            lines += [
+                "Every batch-statistic norm against the best per-token norm at each setting "
+                f"({rep.metric}; MDE at 80% power for the seeds it had):",
+                "",
+                _markdown_rows(comparison_rows(rep.comparisons)),
+                "",
+            ]
         lines += [f"![{f.stem}]({f.name})" for f in rep.figures]
         if rep.skipped:
             lines += ["", "Figures not drawn: " + "; ".join(f"{k} ({v})" for k, v in rep.skipped.items()) + "."]
     failed = not_ok_rows(runs)
     lines += ["", "## Failed and missing runs", ""]
-    if failed:
-        header = list(failed[0])
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(row[k]).replace("|", "\\|") for k in header) + " |" for row in failed]
-    else:
-        lines.append("None: every run finished.")
+    lines.append(_markdown_rows(failed) if failed else "None: every run finished.")
     return "\n".join(lines) + "\n"
+
+
+def _markdown_rows(rows: Sequence[dict[str, Any]]) -> str:
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row.get(k)).replace("|", "\\|") for k in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return fmt(value)
+    return "" if value is None else str(value)
+
+
+def sweep_span_s(runs: Sequence[Run]) -> float | None:
+    """Wall seconds from the first job's start to the last job's end (results.json written at each job's end,
+    its wall time before that), whatever the launcher ran in parallel."""
+    spans = []
+    for run in runs:
+        path = run.job_dir / "results.json"
+        if run.record.get("wall_time_s") is not None and path.is_file():
+            end = path.stat().st_mtime
+            spans.append((end - float(run.record["wall_time_s"]), end))
+    return round(max(e for _, e in spans) - min(s for s, _ in spans), 1) if spans else None
+
+
+def finding_record(rep: ExperimentReport) -> dict[str, Any]:
+    figure = next((f.name for f in rep.figures if "-vs-" in f.name), rep.figures[0].name if rep.figures else None)
+    return {
+        "experiment": rep.name,
+        "sentence": rep.sentence,
+        "verdict": rep.verdict,
+        "metric": rep.metric,
+        "selected": rep.select_key,
+        "controls_flat": all(c.flat for c in rep.flatness) if rep.flatness else None,
+        "runs": len(rep.runs),
+        "not_ok": len(rep.not_ok),
+        "sweep_span_s": sweep_span_s(rep.runs),
+        "job_time_s": round(sum(float(r.record.get("wall_time_s") or 0) for r in rep.runs), 1),
+        "figure": figure,
+    }
 
 
 def write_report(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: Path) -> None:
@@ -162,9 +278,16 @@ def write_report(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: 
     write_csv(out / "results.csv", results_rows(runs), first=["job_dir", *KEY_FIELDS, "status", "error"])
     summary = [{"experiment": rep.name, **row} for rep in reports for row in table_rows(rep.groups, rep.metrics)]
     write_csv(out / "summary.csv", summary)
+    selection = [{"experiment": rep.name, **row} for rep in reports for c in rep.choices for row in c.rows()]
+    if selection:
+        write_csv(out / "selection.csv", selection)
+    compared = [{"experiment": rep.name, **row} for rep in reports for row in comparison_rows(rep.comparisons)]
+    if compared:
+        write_csv(out / "comparisons.csv", compared)
     for rep in reports:
-        rep.figures, rep.skipped = draw_all(FigureInput(rep.name, rep.runs, rep.swept, rep.metric, out))
+        rep.figures, rep.skipped = draw_all(FigureInput(rep.name, rep.compared_runs, rep.shown_swept, rep.metric, out))
     (out / "summary.md").write_text(markdown(reports, dirs))
+    write_json_atomic(out / FINDINGS_FILE, [finding_record(rep) for rep in reports])
 
 
 def log_to_wandb(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: Path) -> list[Path]:
@@ -190,13 +313,17 @@ def log_to_wandb(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: 
             raise wandb_start_error(err, mode, "leave out --wandb, or set WANDB_MODE=offline") from None
         tables = {
             "tables/summary": table_rows(rep.groups, rep.metrics),
+            "tables/comparisons": comparison_rows(rep.comparisons),
+            "tables/selection": [row for c in rep.choices for row in c.rows()],
             "tables/runs": results_rows(rep.runs),
             "tables/failed_and_missing": not_ok_rows(rep.runs),
         }
         payload: dict[str, Any] = {name: _table(rows) for name, rows in tables.items() if rows}
         payload.update({f"figures/{f.stem.removeprefix(rep.name + '-')}": wandb.Image(str(f)) for f in rep.figures})
         run.log(payload)
-        run.summary.update({"finding": rep.sentence, "runs": len(rep.runs), "not_ok": len(rep.not_ok)})
+        run.summary.update(
+            {"finding": rep.sentence, "verdict": rep.verdict, "runs": len(rep.runs), "not_ok": len(rep.not_ok)}
+        )
         run_dirs.append(Path(run.dir).parent)
         run.finish()
     wandb.teardown()  # waits until the run files are written out
@@ -222,6 +349,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("dirs", nargs="+", help="run or sweep output dirs (outputs/..., multirun/...)")
     parser.add_argument("--out", help="output folder (default: <first dir>/report)")
     parser.add_argument("--metric", help="headline metric of the sentences and figures (default: val/acc if present)")
+    parser.add_argument(
+        "--select",
+        help="a swept key (optim.lr) each norm is tuned over: its best value per setting on validation "
+        "(default: the config's report.select)",
+    )
+    parser.add_argument("--select-on", help="the selection's metric (default: the headline's val/ twin)")
     parser.add_argument("--wandb", action="store_true", help="also log one report run per experiment to W&B")
     return parser.parse_args(argv)
 
@@ -230,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     try:
-        reports = analyse(load_runs(args.dirs), args.metric)
+        reports = analyse(load_runs(args.dirs), args.metric, args.select, args.select_on)
         write_report(reports, args.dirs, out)
         if args.wandb:
             for run_dir in log_to_wandb(reports, args.dirs, out):
@@ -239,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     for rep in reports:
-        print(f"{rep.name}: {rep.sentence}")
+        print(f"{rep.name}: {rep.sentence} [{rep.verdict}]")
         for kind, reason in rep.skipped.items():
             print(f"  skipped figure '{kind}': {reason}")
     print(out.resolve())

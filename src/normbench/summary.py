@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from normbench.confidence import Estimate, difference_ci, mean_ci
+from normbench.confidence import POWER, Estimate, difference_ci, mean_ci, minimum_detectable_effect
 from normbench.norms import NORMS, NoNorm, _BatchStatNorm
 from normbench.runs import Run
 
@@ -60,12 +60,59 @@ def best_at_zero(metric: str) -> bool:
 
 
 def is_proportion(metric: str) -> bool:
-    """Accuracies are stated in percentage points."""
-    return metric_leaf(metric).startswith("acc")
+    """Accuracies and differences of accuracies (the train/eval gap) are stated in percentage points."""
+    leaf = metric_leaf(metric)
+    return leaf.startswith("acc") or leaf == "train_eval_gap"
+
+
+#: the unit a sentence names after a difference of a metric that is not a share (keyed by the metric's leaf)
+UNITS = {
+    "bpc": "bits per character",
+    "loss": "nats",
+    "ppl": "perplexity",
+    "causal_leak": "(RMS feature change)",
+    "partner_dependence": "(logit std across batch mates)",
+    "var_dist": "(RMS distance of the variances)",
+    "mean_dist": "(RMS distance of the means)",
+}
 
 
 def fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def decimals_of(ci: float) -> int:
+    """Decimals that show two significant digits of a CI half-width (0.007057 -> 4, 8.53 -> 1, 12 -> 0)."""
+    return max(0, 1 - math.floor(math.log10(abs(ci))))
+
+
+def fmt_with_ci(mean: float, ci: float, scale: float = 1.0) -> tuple[str, str]:
+    """``mean`` and ``ci`` (times ``scale``) rounded to the CI's precision: two significant digits of the CI,
+    the mean to the same decimals. Without a usable CI, four significant digits and ``n/a``."""
+    mean, ci = mean * scale, ci * scale
+    if not math.isfinite(ci):
+        return fmt(mean), "n/a"
+    if ci <= 1e-9 * max(1.0, abs(mean)):  # no spread: every seed agreed
+        return fmt(round(mean, 9)), "0"
+    digits = decimals_of(ci)
+    return f"{mean:.{digits}f}", f"{ci:.{digits}f}"
+
+
+def fmt_difference(metric: str, value: float, ci: float) -> str:
+    """``2.7 +/- 0.71 points`` for shares, ``0.24 +/- 0.073 (RMS feature change)`` otherwise."""
+    points = is_proportion(metric)
+    mean, half = fmt_with_ci(value, ci, 100.0 if points else 1.0)
+    unit = "points" if points else UNITS.get(metric_leaf(metric), "")
+    return f"{mean} +/- {half} {unit}".rstrip()
+
+
+def fmt_size(metric: str, value: float) -> str:
+    """A single size (an MDE, a spread) in the metric's unit, two significant digits."""
+    if not math.isfinite(value):
+        return "n/a"
+    if is_proportion(metric):
+        return f"{value * 100:.2g} points"
+    return f"{value:.2g} {UNITS.get(metric_leaf(metric), '')}".rstrip()
 
 
 def fmt_estimate(est: Estimate) -> str:
@@ -86,6 +133,8 @@ class Group:
     settings: tuple[tuple[str, Any], ...]
     norm: str
     runs: list[Run] = field(default_factory=list)
+    #: the values a selection chose for this norm here (``(("optim.lr", 0.003),)``; normbench.selection)
+    chosen: tuple[tuple[str, Any], ...] = ()
 
     @property
     def ok_runs(self) -> list[Run]:
@@ -168,6 +217,7 @@ def table_rows(groups: Sequence[Group], metrics: Sequence[str]) -> list[dict[str
     for group in groups:
         row: dict[str, Any] = dict(group.settings)
         row["norm"] = group.norm
+        row.update({f"{k} (chosen)": v for k, v in group.chosen})
         row["n_seeds"] = len(group.ok_runs)
         row["not_ok"] = len(group.runs) - len(group.ok_runs)
         for metric in metrics:
@@ -179,12 +229,14 @@ def table_rows(groups: Sequence[Group], metrics: Sequence[str]) -> list[dict[str
 
 
 def markdown_table(groups: Sequence[Group], swept: Sequence[str], metrics: Sequence[str]) -> str:
-    header = [*swept, "norm", "seeds", *(f"{m} (mean ± 95% CI)" for m in metrics)]
+    chosen = list(dict.fromkeys(k for g in groups for k, _ in g.chosen))
+    header = [*swept, "norm", *(f"{k} (chosen)" for k in chosen), "seeds", *(f"{m} (mean ± 95% CI)" for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         not_ok = len(group.runs) - len(group.ok_runs)
         seeds = f"{len(group.ok_runs)}" + (f" ({not_ok} not ok)" if not_ok else "")
-        cells = [str(v) for _, v in group.settings] + [group.norm, seeds]
+        cells = [str(v) for _, v in group.settings] + [group.norm]
+        cells += [str(dict(group.chosen).get(k, "")) for k in chosen] + [seeds]
         cells += [fmt_estimate(group.estimate(m)) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -199,22 +251,57 @@ class Comparison:
     metric: str
     difference: Estimate
 
+    @property
+    def mde(self) -> float:
+        """The minimum detectable effect of this difference at `POWER` (NaN without a CI)."""
+        return minimum_detectable_effect(self.difference)
+
+    @property
+    def verdict(self) -> str:
+        """``clear`` (CI clear of zero, batch statistics worse, as the literature says), ``against`` (clear of
+        zero the other way), or ``null`` (the CI includes zero; the MDE says how small the effect must be)."""
+        d = self.difference
+        if not d.has_ci:
+            return "no CI"
+        if not d.excludes_zero:
+            return "null"
+        return "clear" if self.worse_is_worst else "against"
+
+    @property
+    def worse_is_worst(self) -> bool:
+        """Whether ``worst`` really did worse than ``best`` (the sign of the difference)."""
+        mean = self.difference.mean
+        if best_at_zero(self.metric):
+            return abs(self.worst.estimate(self.metric).mean) >= abs(self.best.estimate(self.metric).mean)
+        return mean < 0 if higher_is_better(self.metric) else mean > 0
+
     def sentence(self) -> str:
         d, metric = self.difference, self.metric
         shared = tuple(kv for kv in self.best.settings if kv in self.worst.settings)
-        if is_proportion(metric):
-            ci = f"{d.ci * 100:.1f}" if d.has_ci else "n/a"
-            size = f"{abs(d.mean) * 100:.1f} +/- {ci} points {'below' if d.mean < 0 else 'above'}"
-        else:
-            size = f"{fmt(abs(d.mean))} +/- {fmt(d.ci)} {'lower than' if d.mean < 0 else 'higher than'}"
+        direction = (
+            ("below" if d.mean < 0 else "above")
+            if is_proportion(metric)
+            else ("lower than" if d.mean < 0 else "higher than")
+        )
+        size = f"{fmt_difference(metric, abs(d.mean), d.ci)} {direction}"
         means = f"{fmt(self.worst.estimate(metric).mean)} vs {fmt(self.best.estimate(metric).mean)}"
         how = f"paired over {d.n} seeds" if d.method == "paired" else f"Welch, {d.n}+ seeds each"
         models = "/".join(sorted(set(self.best.models) | set(self.worst.models)))
         worst, best = self._name(self.worst, shared), self._name(self.best, shared)
+        chosen = ""
+        if self.worst.chosen or self.best.chosen:
+            keys = ", ".join(f"{k} {dict(self.worst.chosen).get(k)} vs {v}" for k, v in self.best.chosen)
+            chosen = f"; each at its best {keys}"
         where = setting_label(shared)
-        if where:
-            return f"At {where}, {worst} is {size} {best} ({models}, {metric} {means}; {how})."
-        return f"For {models}, {worst} is {size} {best} ({metric} {means}; {how})."
+        details = f"{metric} {means}; {how}{chosen}"
+        head = f"At {where}, {worst} is {size} {best}" if where else f"For {models}, {worst} is {size} {best}"
+        head += f" ({models}, {details})" if where else f" ({details})"
+        if d.has_ci and not d.excludes_zero:
+            head += (
+                f": a null, the CI includes 0; these {d.n} seeds detect {fmt_size(metric, self.mde)} "
+                f"with {POWER:.0%} power"
+            )
+        return head + "."
 
     @staticmethod
     def _name(group: Group, shared: tuple) -> str:
@@ -242,11 +329,9 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
     by_setting: dict[tuple, list[Group]] = defaultdict(list)
     for group in measured:
         by_setting[group.settings].append(group)
-    sign = 1.0 if higher_is_better(metric) else -1.0
 
     def score(group: Group) -> float:
-        mean = group.estimate(metric).mean
-        return -abs(mean) if best_at_zero(metric) else sign * mean
+        return _score(group, metric)
 
     passes = [
         [(gs, gs) for gs in by_contrast.values()],
@@ -270,13 +355,130 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
     return None
 
 
-def finding(groups: Sequence[Group], metric: str | None, contrast: str | None = None) -> str:
-    """The experiment's one computed sentence."""
+def all_comparisons(groups: Sequence[Group], metric: str) -> list[Comparison]:
+    """At every setting that has both kinds, each batch-statistic norm against the best per-token norm there."""
+    by_setting: dict[tuple, list[Group]] = defaultdict(list)
+    for group in groups:
+        if group.estimate(metric).n:
+            by_setting[group.settings].append(group)
+    out = []
+    for members in by_setting.values():
+        controls = [g for g in members if norm_kind(g.norm) == "token"]
+        if not controls:
+            continue
+        best = max(controls, key=lambda g: _score(g, metric))
+        for group in members:
+            if norm_kind(group.norm) == "batch":
+                out.append(
+                    Comparison(best, group, metric, difference_ci(group.per_seed(metric), best.per_seed(metric)))
+                )
+    return out
+
+
+def comparison_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    return [
+        {
+            **dict(c.worst.settings),
+            "norm": c.worst.norm,
+            "control": c.best.norm,
+            "metric": c.metric,
+            "difference": c.difference.mean,
+            "ci95": c.difference.ci if c.difference.has_ci else None,
+            "seeds": c.difference.n,
+            "method": c.difference.method,
+            "mde80": c.mde,
+            "verdict": c.verdict,
+        }
+        for c in comparisons
+    ]
+
+
+@dataclass(frozen=True)
+class Flatness:
+    """How much a per-token (control) norm's metric moves across the values of ``key``: its highest minus
+    its lowest mean there, with the CI of that difference. Flat when the spread is within its 95% CI."""
+
+    norm: str
+    where: tuple[tuple[str, Any], ...]
+    key: str
+    low: Group
+    high: Group
+    metric: str
+    difference: Estimate
+
+    @property
+    def flat(self) -> bool:
+        return not self.difference.excludes_zero
+
+    def phrase(self) -> str:
+        who = f"{self.norm} ({setting_label(self.where, skip=())})" if self.where else self.norm
+        spread = fmt_difference(self.metric, self.difference.mean, self.difference.ci)
+        name = self.key.rsplit(".", 1)[-1].replace("_", " ")
+        high, low = dict(self.high.settings)[self.key], dict(self.low.settings)[self.key]
+        return f"{who} {spread} between {name} {high} and {low}"
+
+
+def flat_key(runs: Sequence[Run]) -> str | None:
+    """The experiment config's ``report.flat_over``: the swept key across which its hypothesis says the
+    per-token norms stay flat (small_batch: ``data.batch_size``)."""
+    configured = sorted({run.config.get("report.flat_over") for run in runs} - {None})
+    return configured[0] if configured else None
+
+
+def flatness(groups: Sequence[Group], key: str | None, metric: str | None) -> list[Flatness]:
+    """For each per-token norm at each setting of the other keys: its spread across the values of ``key``."""
+    if key is None or metric is None:
+        return []
+    cells: dict[tuple, list[Group]] = defaultdict(list)
+    for group in groups:
+        settings = dict(group.settings)
+        if key in settings and norm_kind(group.norm) == "token" and group.estimate(metric).n:
+            cells[(group.norm, tuple(kv for kv in group.settings if kv[0] != key))].append(group)
+    out = []
+    for (norm, where), members in cells.items():
+        if len(members) < 2:
+            continue
+        low = min(members, key=lambda g: g.estimate(metric).mean)
+        high = max(members, key=lambda g: g.estimate(metric).mean)
+        out.append(
+            Flatness(norm, where, key, low, high, metric, difference_ci(high.per_seed(metric), low.per_seed(metric)))
+        )
+    return out
+
+
+def flatness_sentence(checks: Sequence[Flatness]) -> str:
+    """Says whether the controls were flat, and when they were not that the comparison is confounded."""
+    if not checks:
+        return ""
+    bent = [c for c in checks if not c.flat]
+    key = checks[0].key.rsplit(".", 1)[-1].replace("_", " ")
+    if not bent:
+        return (
+            f" The controls are flat across {key} (spread within its 95% CI): "
+            + "; ".join(c.phrase() for c in checks)
+            + "."
+        )
+    return (
+        f" NOT flat across {key}, so the comparison is confounded by training budget, not only the norm: "
+        + "; ".join(c.phrase() for c in bent)
+        + "."
+    )
+
+
+def _score(group: Group, metric: str) -> float:
+    mean = group.estimate(metric).mean
+    return -abs(mean) if best_at_zero(metric) else (1.0 if higher_is_better(metric) else -1.0) * mean
+
+
+def finding(
+    groups: Sequence[Group], metric: str | None, contrast: str | None = None, checks: Sequence[Flatness] = ()
+) -> str:
+    """The experiment's one computed sentence (and whether its controls were flat)."""
     if metric is None:
         return "No run of this experiment finished with a metric; see the failed and missing runs."
     comparison = compare(groups, metric, contrast)
     if comparison is not None:
-        return comparison.sentence()
+        return comparison.sentence() + flatness_sentence(checks)
     measured = [g for g in groups if g.estimate(metric).n]
     if not measured:
         return f"No finished run reports {metric}; see the failed and missing runs."

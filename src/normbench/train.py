@@ -118,6 +118,30 @@ def build_module(cfg: DictConfig, datamodule):
     return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
 
 
+def logged_instruments(trainer) -> dict[str, float]:
+    """The instruments' last logged values (see `INSTRUMENT_PREFIXES`)."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
+
+
+def early_stopping_callback(options: Any, monitor: tuple[str, str]):
+    """Lightning's ``EarlyStopping`` on the task's validation metric, or None (``early_stopping.patience: null``).
+
+    Under a max-epoch cap it gives each run the epochs it needs: few for small batches (many steps an epoch),
+    many for large ones, so a comparison across batch sizes is not one of under-training."""
+    patience = (options or {}).get("patience")
+    if patience is None:
+        return None
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        raise ConfigError(
+            f"early_stopping.patience={patience!r} is out of range; "
+            "accepted: null (no early stopping) or an integer >= 0"
+        )
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    min_delta = options.get("min_delta", 0.0)
+    return EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=patience, min_delta=float(min_delta))
+
+
 def fit_and_evaluate(
     cfg: DictConfig, run_dir: Path, summary: dict[str, Any], timings: dict[str, float]
 ) -> dict[str, Any]:
@@ -130,6 +154,7 @@ def fit_and_evaluate(
 
         from normbench.callbacks import Instrument, StepTimer
         from normbench.checkpointing import (
+            best_checkpoint,
             check_checkpoint,
             checkpoint_callbacks,
             resume_checkpoint,
@@ -158,10 +183,14 @@ def fit_and_evaluate(
     with timed(timings, "logger"):
         logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
     instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    checkpoints = checkpoint_callbacks(run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor)
+    stopper = early_stopping_callback(cfg.get("early_stopping"), module.monitor)
+    checkpoints = checkpoint_callbacks(
+        run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor, keep_best=stopper is not None
+    )
     step_timer = StepTimer()
     bar = not jobs_side_by_side()  # bars of jobs run side by side interleave; the sweep's progress line stays
     callbacks = [*([RichProgressBar()] if bar else []), step_timer, *instruments, *checkpoints]
+    callbacks += [stopper] if stopper else []
     callbacks += [LearningRateMonitor("step")] if logger else []
     trainer = instantiate(
         trainer_options,
@@ -173,12 +202,18 @@ def fit_and_evaluate(
     )
     with timed(timings, "fit"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    final_logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
+    final_logged = logged_instruments(trainer)
+    # with early stopping the best checkpoint is evaluated (validate loads it into the module for what follows)
+    best = best_checkpoint(checkpoints) if stopper is not None else None
+    best_path = best.best_model_path if best is not None and best.best_model_path else None
     metrics: dict[str, float] = {}
     with timed(timings, "eval"):
+        validated = trainer.validate(module, datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
+        if best_path:  # the instruments' last values: those of the evaluated weights
+            final_logged = logged_instruments(trainer)
         for results in (
-            trainer.validate(module, datamodule, verbose=False),
-            trainer.test(module, datamodule, verbose=False),
+            validated,
+            trainer.test(module, datamodule, ckpt_path=best_path, verbose=False, weights_only=True),
         ):
             metrics.update({k: float(v) for k, v in results[0].items()})
         evaluate = cfg.get("evaluate") or {}
@@ -194,6 +229,9 @@ def fit_and_evaluate(
         "train_step_s": step_timer.median(),  # median wall seconds of a training step
         "world_size": trainer.world_size,  # processes; the global batch is world_size x data.batch_size
         "epochs": trainer.current_epoch,
+        "early_stopping": None
+        if stopper is None
+        else {"stopped_epoch": stopper.stopped_epoch, "best_score": float(stopper.best_score), "best": best_path},
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "num_params": sum(p.numel() for p in module.parameters()),
         "data_stats": datamodule.stats(),

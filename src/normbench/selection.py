@@ -1,0 +1,87 @@
+"""Each norm at its own best value of a swept hyperparameter (the learning rate), chosen on validation.
+
+A comparison of norms at one shared learning rate measures which norm suits that rate. The protocol of the
+papers the catalogue cites compares each at its own best value of a small grid: for each cell (the other
+swept settings and the norm) the grid value with the best mean *validation* metric, over the seeds that ran
+at every grid value of the cell (a two-stage design runs one seed per grid value, then the other seeds at
+the chosen value only; those later seeds cannot choose). Test numbers are never used to choose.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from normbench.runs import Run
+from normbench.summary import Group, higher_is_better, norm_order, sortable
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen grid value of one cell, with every candidate's validation score and the seeds it used."""
+
+    cell: tuple[tuple[str, Any], ...]
+    norm: str
+    key: str
+    value: Any
+    metric: str
+    scores: tuple[tuple[Any, float], ...]
+    seeds: tuple[Any, ...]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                **dict(self.cell),
+                "norm": self.norm,
+                self.key: value,
+                f"{self.metric} (selection mean)": score,
+                "selection seeds": " ".join(str(s) for s in self.seeds),
+                "chosen": value == self.value,
+            }
+            for value, score in self.scores
+        ]
+
+
+def selection_metric(runs: Sequence[Run], headline: str | None, requested: str | None = None) -> str | None:
+    """``--select-on``, else the config's ``report.select_on``, else the headline's validation twin
+    (``test/acc`` -> ``val/acc``), else the headline itself."""
+    present = {k for run in runs if run.ok for k in run.values()}
+    configured = sorted({run.config.get("report.select_on") for run in runs} - {None})
+    twin = "val/" + headline.removeprefix("test/") if headline and headline.startswith("test/") else None
+    for candidate in [requested, *configured, twin, headline]:
+        if candidate and candidate in present:
+            return candidate
+    return None
+
+
+def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group], list[Choice]]:
+    """The chosen group of every cell (its settings without ``key``, ``chosen`` naming the value) and the
+    choices. A grid value with no finished run of the selection metric cannot be chosen."""
+    cells: dict[tuple, list[Group]] = defaultdict(list)
+    for group in groups:
+        cell = tuple(kv for kv in group.settings if kv[0] != key)
+        cells[(cell, group.norm)].append(group)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    chosen_groups, choices = [], []
+    for (cell, norm), members in cells.items():
+        measured = [g for g in members if g.per_seed(metric)]
+        if not measured:
+            continue
+        common = set.intersection(*(set(g.per_seed(metric)) for g in measured))
+        scores = []
+        for group in sorted(measured, key=lambda g: sortable([dict(g.settings)[key]])):
+            values = group.per_seed(metric)
+            used = [values[s] for s in common] if common else list(values.values())
+            scores.append((dict(group.settings)[key], sum(used) / len(used), group))
+        value, _, best = max(scores, key=lambda s: sign * s[1] if math.isfinite(s[1]) else -math.inf)
+        for run in best.runs:
+            run.settings = {k: v for k, v in run.settings.items() if k != key}
+        chosen_groups.append(Group(cell, norm, best.runs, chosen=((key, value),)))
+        choices.append(
+            Choice(cell, norm, key, value, metric, tuple((v, s) for v, s, _ in scores), tuple(sorted(common, key=str)))
+        )
+    chosen_groups.sort(key=lambda g: (sortable(v for _, v in g.settings), norm_order(g.norm)))
+    return chosen_groups, choices
