@@ -112,6 +112,7 @@ def test_a_failed_job_loses_nothing_in_a_sweep(mr_file: Path, tmp_path: Path) ->
     assert ok["status"] == "ok" and 0.0 <= ok["metrics"]["test/acc"] <= 1.0
     assert failed["status"] == "failed" and failed["error"] == f"BatchStatisticsError: {RECURRENT_BATCH_OF_ONE}"
     assert f"normbench: job failed: {RECURRENT_BATCH_OF_ONE}" in proc.stdout.splitlines()
+    assert "normbench: sweep: 2/2 jobs done, 1 failed, elapsed" in proc.stdout  # the sweep's progress line
 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert error_lines(proc.stderr) == [

@@ -224,10 +224,16 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
 def test_joblib_launcher_runs_a_sweep_in_parallel_processes(mr_file: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "norm=layer,rms", *TINY, "logger=none"]
-    train([*args, "trainer.max_epochs=1", f"data.path={mr_file}", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = train([*args, "trainer.max_epochs=1", f"data.path={mr_file}", f"hydra.sweep.dir={sweep}"], tmp_path)
     records = [json.loads((job / "results.json").read_text()) for job in _job_dirs(sweep)]
     assert sorted(r["norm"] for r in records) == ["layer", "rms"]
     assert all(r["status"] == "ok" for r in records)
+    # both workers added their job to the one progress file; the per-job progress bars stay off
+    progress = json.loads((sweep / "sweep_progress.json").read_text())
+    assert (progress["total"], progress["done"], progress["failed"], progress["finished"]) == (2, 2, 0, True)
+    assert sorted(progress["jobs"]) == sorted(job.name for job in _job_dirs(sweep))
+    assert "sweep: 1/2 jobs done, 0 failed" in proc.stdout and "sweep: 2/2 jobs done, 0 failed" in proc.stdout
+    assert "Epoch 0" not in proc.stdout + proc.stderr
 
 
 # --- torch.compile ----------------------------------------------------------------------------------------

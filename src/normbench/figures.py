@@ -8,6 +8,7 @@ are means over seeds with 95% CI bands/bars; one panel per model; one colour per
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ matplotlib.use("Agg")
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
 from normbench.confidence import mean_ci  # noqa: E402
+from normbench.labels import metric_words, setting_words  # noqa: E402
 from normbench.norms import NORMS  # noqa: E402
 from normbench.runs import Run  # noqa: E402
 from normbench.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
@@ -29,6 +32,12 @@ from normbench.summary import Group, group_runs, norm_order, step_timed  # noqa:
 GAP_METRIC = "val/train_eval_gap"
 LEAK_METRIC = "probe/causal_leak"
 LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")  # one per norm, beside its colour
+DODGE_POINTS = 4.0  # sideways shift between neighbouring series ...
+DODGE_WIDTH_POINTS = 16.0  # ... and at most this between the outermost two (inside the axes' 5% margins)
+LEGEND_INCHES_PER_CHAR = 0.055  # width of a legend character at fontsize 7
+ERROR_BAR_POINTS = 8  # a series with at most this many x values gets CI error bars, more: a CI band
+MARKER_INTERLEAVE = 4  # a longer series marks every 4th point, each series starting at another one
 HATCHES = ("", "//", "..", "xx")
 
 
@@ -81,7 +90,7 @@ def _panels(
     models = sorted({r.model for r in fi.ok_runs if has(r)}) or ["-"]
     fig = Figure(figsize=(4.8 * len(models), 3.6 * rows), layout="constrained")
     axes = fig.subplots(rows, len(models), squeeze=False)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 60 * len(models)))
     return fig, models, axes
 
 
@@ -94,41 +103,106 @@ def _label(group: Group, skip: Iterable[str]) -> str:
     return ", ".join(filter(None, [group.norm, _other_settings(group, skip)]))
 
 
+def _identical_to(series: dict[str, tuple[list[float], list[float]]]) -> dict[str, str]:
+    """``{label: first label}`` for each series whose points equal an earlier one's exactly (several norms at 0)."""
+    first: dict[tuple, str] = {}
+    same: dict[str, str] = {}
+    for label, (xs, means) in series.items():
+        key = (tuple(xs), tuple(means))
+        if key in first:
+            same[label] = first[key]
+        else:
+            first[key] = label
+    return same
+
+
+def _dodge(ax: Axes, index: int, count: int) -> Transform:
+    """Data coordinates shifted sideways by a few points per series, so equal points and their CI bars sit
+    side by side instead of on top of each other (the shift is in points: it reads the same on a log axis)."""
+    spacing = min(DODGE_POINTS, DODGE_WIDTH_POINTS / max(count - 1, 1))
+    return offset_copy(ax.transData, fig=ax.figure, x=(index - (count - 1) / 2) * spacing, y=0, units="points")
+
+
 def _draw_lines(ax: Axes, lines: dict[str, tuple[str, dict[float, list[float]]]]) -> None:
-    """``{label: (norm, {x: values over seeds})}`` -> mean lines with CI bands."""
+    """``{label: (norm, {x: values over seeds})}`` -> mean lines with 95% CIs, every series visible.
+
+    A marker shape per norm besides its colour, and a series equal to an earlier one says so in the legend
+    (``layer (identical to power)``). With few x values the series are dodged sideways by a few points and
+    their CIs are error bars, so none hides another; with many (a series over training steps) the lines stay
+    in place with light CI bands, and each series puts its markers on other points than its neighbours'.
+    """
     styles: dict[str, int] = defaultdict(int)
-    for label, (norm, points) in sorted(lines.items(), key=lambda item: (norm_order(item[1][0]), item[0])):
-        xs = sorted(points)
-        estimates = [mean_ci(points[x]) for x in xs]
-        means = [e.mean for e in estimates]
+    extent: list[tuple[float, float]] = []  # the points in data coordinates: dodged artists do not set the limits
+    ordered = sorted(lines.items(), key=lambda item: (norm_order(item[1][0]), item[0]))
+    estimates = {label: {x: mean_ci(points[x]) for x in sorted(points)} for label, (_, points) in ordered}
+    same = _identical_to({label: (list(e), [v.mean for v in e.values()]) for label, e in estimates.items()})
+    interleave = min(len(ordered), MARKER_INTERLEAVE)
+    at_same_xs: dict[tuple, list[str]] = defaultdict(list)  # dodged among the series drawn at the same x values
+    for label, points in estimates.items():
+        at_same_xs[tuple(points)].append(label)
+    for index, (label, (norm, _)) in enumerate(ordered):
+        xs, est = list(estimates[label]), list(estimates[label].values())
+        means = [e.mean for e in est]
+        errors = [e.ci if e.has_ci else 0.0 for e in est]
+        extent += [(x, m + sign * e) for x, m, e in zip(xs, means, errors, strict=True) for sign in (-1, 1)]
         style = LINESTYLES[styles[norm] % len(LINESTYLES)]
         styles[norm] += 1
-        ax.plot(xs, means, style, marker="o", ms=3, color=norm_color(norm), label=label)
-        low = [e.mean - e.ci if e.has_ci else e.mean for e in estimates]
-        high = [e.mean + e.ci if e.has_ci else e.mean for e in estimates]
-        ax.fill_between(xs, low, high, color=norm_color(norm), alpha=0.15, linewidth=0)
+        few, neighbours = len(xs) <= ERROR_BAR_POINTS, at_same_xs[tuple(xs)]
+        common = {
+            "color": norm_color(norm),
+            "transform": _dodge(ax, neighbours.index(label), len(neighbours)) if few else ax.transData,
+        }
+        ax.errorbar(
+            xs, means, yerr=errors if few else None, fmt=style, marker=MARKERS[norm_order(norm)[0] % len(MARKERS)],
+            ms=4, capsize=2, elinewidth=0.8, markevery=None if few else (index % interleave, interleave),
+            label=f"{label} (identical to {same[label]})" if label in same else label, **common,
+        )  # fmt: skip
+        if not few:
+            low = [m - e for m, e in zip(means, errors, strict=True)]
+            high = [m + e for m, e in zip(means, errors, strict=True)]
+            ax.fill_between(xs, low, high, alpha=0.12, linewidth=0, **common)
+    if extent:
+        ax.update_datalim(extent)
+        ax.autoscale_view()
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Legends beside their panels (not over the data), the figure widened by as much as they need."""
+    longest = 0
     for ax in fig.axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.set_ylabel(textwrap.fill(ax.get_ylabel(), 36))  # a long metric name on two lines, not cut off
+        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+            longest = max(longest, *(len(label) for label in ax.get_legend_handles_labels()[1]))
         ax.grid(alpha=0.3)
+    if longest and fig.axes:
+        columns = fig.axes[0].get_subplotspec().get_gridspec().ncols
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + columns * (0.7 + LEGEND_INCHES_PER_CHAR * longest), height)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _log2_axis(ax: Axes, lines: dict[str, tuple[str, dict[float, list[float]]]]) -> None:
+    """Batch sizes (2, 8, 32, 128) evenly spaced, each tick the value itself."""
+    ax.set_xscale("log", base=2)
+    xs = sorted({x for _, points in lines.values() for x in points})
+    ax.set_xticks(xs, [f"{x:g}" for x in xs], minor=False)
+    ax.set_xticks([], minor=True)
 
 
 def line_figure(
     fi: FigureInput,
     metric: str,
     x_of: Callable[[Group], float | None],
-    x_label: str,
+    x_key: str,
     kind: str,
     label_skip: Sequence[str],
     log2: bool = False,
 ) -> Path:
     """``metric`` vs ``x_of(group)``: a line per norm (and other setting), a panel per model."""
-    fig, models, axes = _panels(fi, 1, f"{fi.experiment}: {metric} vs {x_label}", lambda r: metric in r.values())
+    title = f"{fi.experiment}: {metric_words(metric)} vs {setting_words(x_key)}"
+    fig, models, axes = _panels(fi, 1, title, lambda r: metric in r.values())
     for ax, model in zip(axes[0], models, strict=True):
         lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
         for group in group_runs(r for r in fi.ok_runs if r.model == model):
@@ -138,11 +212,8 @@ def line_figure(
             lines.setdefault(_label(group, label_skip), (group.norm, defaultdict(list)))[1][x].extend(values)
         _draw_lines(ax, lines)
         if log2:
-            ax.set_xscale("log", base=2)
-            xs = sorted({x for _, points in lines.values() for x in points})
-            ax.set_xticks(xs, [f"{x:g}" for x in xs], minor=False)
-            ax.set_xticks([], minor=True)
-        ax.set(title=model, xlabel=x_label, ylabel=metric)
+            _log2_axis(ax, lines)
+        ax.set(title=model, xlabel=setting_words(x_key), ylabel=metric_words(metric))
     return _save(fig, fi.path(kind))
 
 
@@ -213,7 +284,10 @@ def metric_at_settings(fi: FigureInput) -> list[Path]:
     paths = []
     for (name, key), variants in sorted(found.items()):
         fig, models, axes = _panels(
-            fi, 1, f"{fi.experiment}: {name} vs {key}", lambda r, v=variants: any(m in r.values() for m in v)
+            fi,
+            1,
+            f"{fi.experiment}: {metric_words(name)} vs {setting_words(key)}",
+            lambda r, v=variants: any(m in r.values() for m in v),
         )
         for ax, model in zip(axes[0], models, strict=True):
             lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
@@ -223,7 +297,9 @@ def metric_at_settings(fi: FigureInput) -> list[Path]:
                     if values := list(group.per_seed(variant).values()):
                         line[1][x].extend(values)
             _draw_lines(ax, lines)
-            ax.set(title=model, xlabel=key, ylabel=name)
+            if "batch" in key and all(x > 0 for x in variants.values()):  # an evaluation batch size
+                _log2_axis(ax, lines)
+            ax.set(title=model, xlabel=setting_words(key), ylabel=metric_words(name))
         paths.append(_save(fig, fi.path(f"{name}-vs-{key}")))
     return paths
 
@@ -243,7 +319,7 @@ def series_over_training(fi: FigureInput) -> list[Path]:
                     for step, value in run.series().get(name, []):
                         lines.setdefault(_label(group, []), (group.norm, defaultdict(list)))[1][step].append(value)
             _draw_lines(ax, lines)
-            ax.set(title=model, xlabel="step", ylabel=name)
+            ax.set(title=model, xlabel=setting_words("step"), ylabel=metric_words(name))
     return [_save(fig, fi.path("series"))]
 
 
@@ -268,6 +344,8 @@ def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -
                 ax.bar(
                     x, est.mean, width, yerr=err, capsize=3, color=norm_color(g.norm), edgecolor="black", hatch=hatch
                 )
+                if est.mean == 0 and err == 0:  # a bar of height 0 is invisible: say that it is there
+                    ax.annotate("0", (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
             if hues != [""]:
                 handles = [
                     Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)])
@@ -275,7 +353,7 @@ def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -
                 ]
                 ax.legend(handles, hues, fontsize=7)
             ax.set_xticks(range(len(norms)), norms, rotation=30)
-            ax.set(title=model, ylabel=metric)
+            ax.set(title=model, ylabel=metric_words(metric))
     return _save(fig, fi.path(kind))
 
 

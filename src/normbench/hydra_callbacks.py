@@ -4,19 +4,25 @@
   naming the dir, instead of a ``PermissionError`` trace from inside Hydra.
 - ``SweepFailures``: a multirun whose jobs failed ends with one ``error:`` line listing them and
   exit code 2, after every other job ran and kept its results.
+- ``SweepProgress``: jobs done / total, failed so far, elapsed and ETA, printed as each job ends and kept
+  in ``sweep_progress.json`` in the sweep dir (`normbench.sweep_progress`).
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
+from normbench import sweep_progress
 from normbench.errors import ConfigError, JobsFailedError, user_errors_as_one_line
-from normbench.results import failed_jobs
+from normbench.results import failed_jobs, read_results
 
 
 def check_writable_dir(path: Path, option: str) -> None:
@@ -65,3 +71,48 @@ class SweepFailures(Callback):
                 f"{len(failed)} of {total} jobs in {sweep_dir} failed (each has status failed and its error in "
                 f"its results.json; the others completed): {listed}"
             )
+
+
+class SweepProgress(Callback):
+    """The sweep-level progress line and ``sweep_progress.json``, under every launcher.
+
+    ``on_multirun_start`` (the launching process) counts the jobs and writes the fresh file; ``on_job_start``
+    and ``on_job_end`` run in the process that runs the job (a joblib worker gets a copy of this object), so
+    each job times itself and adds itself to the shared file under its lock. A job counts as failed when
+    Hydra saw it raise or its results.json does not say ``ok`` (a user error ends a job without raising).
+    """
+
+    def __init__(self) -> None:
+        self._job_started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        params = config.hydra.sweeper.get("params")
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        sweeper = str(config.hydra.sweeper.get("_target_", ""))
+        total = (
+            sweep_progress.sweep_size(OmegaConf.to_container(params) if params else None, overrides)
+            if sweeper.endswith("BasicSweeper")
+            else None
+        )
+        sweep_progress.start(Path(config.hydra.sweep.dir), total)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job_started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:  # a single run, or a DDP child re-running its one job
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        record = read_results(job_dir)
+        failed = job_return.status != JobStatus.COMPLETED or record is None or record.get("status") != "ok"
+        now = time.time()
+        seconds = now - self._job_started if self._job_started is not None else 0.0
+        job = str(job_dir.relative_to(sweep_dir)) if job_dir.is_relative_to(sweep_dir) else str(job_dir)
+        progress = sweep_progress.job_ended(sweep_dir, job, seconds, failed, now)
+        print(f"normbench: {sweep_progress.line(progress)} ({sweep_dir / sweep_progress.PROGRESS_FILE})", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        progress = sweep_progress.finish(Path(config.hydra.sweep.dir))
+        if progress is not None:
+            print(f"normbench: {sweep_progress.line(progress)}", flush=True)

@@ -70,6 +70,15 @@ def run_identity(cfg: DictConfig, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def jobs_side_by_side() -> bool:
+    """True in a multirun job whose launcher is not Hydra's basic one (joblib, Slurm ...): jobs may run at once."""
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    return hydra_cfg.mode == RunMode.MULTIRUN and not launcher.endswith("BasicLauncher")
+
+
 def set_threads(threads: Any) -> None:
     """``threads``: torch's intra-op threads for this process (None keeps torch's default, one per core)."""
     if threads is None:
@@ -179,7 +188,9 @@ def fit_and_evaluate(
         run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor, keep_best=stopper is not None
     )
     step_timer = StepTimer()
-    callbacks = [RichProgressBar(), step_timer, *instruments, *checkpoints, *([stopper] if stopper else [])]
+    bar = not jobs_side_by_side()  # bars of jobs run side by side interleave; the sweep's progress line stays
+    callbacks = [*([RichProgressBar()] if bar else []), step_timer, *instruments, *checkpoints]
+    callbacks += [stopper] if stopper else []
     callbacks += [LearningRateMonitor("step")] if logger else []
     trainer = instantiate(
         trainer_options,
@@ -187,6 +198,7 @@ def fit_and_evaluate(
         logger=logger if logger else False,
         callbacks=callbacks,
         enable_checkpointing=bool(checkpoints),
+        enable_progress_bar=bar,
     )
     with timed(timings, "fit"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

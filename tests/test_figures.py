@@ -1,0 +1,113 @@
+"""Figures that show every norm: series equal to each other stay visible and say so, CIs sit side by side, axes
+are labelled in words. Asserted on the matplotlib objects (the report tests check the files)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_runs import write_job
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+
+from normbench import figures
+from normbench.figures import FigureInput, _draw_lines, _save
+from normbench.labels import metric_words, setting_words
+from normbench.runs import load_runs, sweep_settings
+
+#: the train-eval gap by norm: three norms exactly 0 at every batch size (no batch statistics in eval)
+GAPS = {
+    "batch": {4: [-0.1, -0.2], 16: [-0.05, -0.07]},
+    **{norm: {4: [0.0, 0.0], 16: [0.0, 0.0]} for norm in ("power", "batch_renorm", "layer")},
+}
+
+
+def _drawn(lines: dict) -> tuple[Figure, dict[str, object]]:
+    fig = Figure()
+    ax = fig.subplots()
+    _draw_lines(ax, lines)
+    _save(fig, Path("/dev/null"))
+    return fig, {bars.get_label(): bars.lines[0] for bars in ax.containers}  # label -> the line of means
+
+
+def test_identical_series_are_each_drawn_apart_with_their_own_marker_and_named_in_the_legend() -> None:
+    fig, drawn = _drawn({norm: (norm, points) for norm, points in GAPS.items()})
+    (ax,) = fig.axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["batch", "power", "batch_renorm (identical to power)", "layer (identical to power)"]
+    zeros = [drawn[label] for label in legend[1:]]
+    assert all(list(line.get_ydata()) == [0.0, 0.0] for line in zeros)  # the values stay exact ...
+    shown_x = [line.get_transform().transform(line.get_xydata())[:, 0] for line in zeros]
+    gaps = np.diff(np.array(shown_x), axis=0)
+    assert np.all(gaps > 1.0)  # ... but each is shifted sideways (display pixels) from the one before it
+    assert len({line.get_marker() for line in zeros}) == 3
+    # the shifted artists do not move the axis limits: they span the data and the CIs
+    low = np.mean(GAPS["batch"][4]) - 12.706204736174698 * np.std(GAPS["batch"][4], ddof=1) / np.sqrt(2)
+    assert ax.get_ylim()[0] < low < ax.get_ylim()[1] and ax.get_xlim()[0] < 4 < 16 < ax.get_xlim()[1]
+
+
+def test_few_points_get_ci_error_bars_many_get_bands() -> None:
+    fig, _ = _drawn({"layer": ("layer", {4: [0.5, 0.6], 16: [0.6, 0.7]})})
+    (ax,) = fig.axes
+    assert ax.containers[0].has_yerr and not any(isinstance(c, PolyCollection) for c in ax.collections)
+    fig, _ = _drawn({"layer": ("layer", {float(s): [0.5 + s / 100, 0.6 + s / 100] for s in range(20)})})
+    (ax,) = fig.axes
+    assert not ax.containers[0].has_yerr and any(isinstance(c, PolyCollection) for c in ax.collections)
+
+
+def test_train_eval_gap_figure_lists_every_norm_and_labels_its_axes_in_words(tmp_path: Path, monkeypatch) -> None:
+    for num, (norm, points) in enumerate(GAPS.items()):
+        for bs, gaps in points.items():
+            for seed, gap in enumerate(gaps):
+                write_job(
+                    tmp_path / "sweep" / f"{num}{bs}{seed}", norm=norm, seed=seed, batch_size=bs,
+                    metrics={"val/acc": 0.7, "val/train_eval_gap": gap},
+                )  # fmt: skip
+    runs = load_runs([tmp_path / "sweep"])
+    fi = FigureInput("train_eval_gap", runs, sweep_settings(runs), "val/acc", tmp_path / "out")
+    fi.out.mkdir()
+    saved: list[Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
+    (png,) = figures.train_eval_gap_vs_batch_size(fi)
+    assert png.name == "train_eval_gap-gap-vs-data.batch_size.png" and png.stat().st_size > 0
+    (ax,) = saved[0].axes
+    assert ax.get_xlabel() == "batch size"
+    assert ax.get_ylabel().replace("\n", " ") == "validation train-eval gap (acc. batch − running stats)"
+    legend = " | ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert legend == "batch | power | batch_renorm (identical to power) | layer (identical to power)"
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("val/acc", "validation accuracy"),
+        ("test/ppl@len=128", "test perplexity at test length 128"),
+        ("test/acc_batch_stats@eval_batch=1", "test accuracy with batch statistics at evaluation batch size 1"),
+        ("probe/partner_dependence", "batch-partner dependence (logit std)"),
+        ("val/new_metric", "validation new metric"),
+    ],
+)
+def test_metric_words(name: str, words: str) -> None:
+    assert metric_words(name) == words
+
+
+def test_setting_words() -> None:
+    assert [setting_words(k) for k in ("data.batch_size", "data_stats/train_padding_share", "data.new_knob")] == [
+        "batch size",
+        "padding share of the training tokens",
+        "new knob",
+    ]
+
+
+def test_a_bar_of_height_zero_is_marked(tmp_path: Path, monkeypatch) -> None:
+    for norm, leak in (("batch", 0.3), ("layer", 0.0)):
+        for seed in range(2):
+            write_job(tmp_path / "sweep" / f"{norm}{seed}", norm=norm, seed=seed, metrics={"probe/causal_leak": leak})
+    runs = load_runs([tmp_path / "sweep"])
+    fi = FigureInput("causal_leak", runs, sweep_settings(runs), None, tmp_path / "out")
+    fi.out.mkdir()
+    saved: list[Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
+    figures.causal_leak(fi)
+    (ax,) = saved[0].axes
+    assert [(t.get_text(), t.xy) for t in ax.texts] == [("0", (1.0, 0))]  # above layer's bar only
+    assert ax.get_ylabel().replace("\n", " ") == "causal leak (largest change of earlier outputs)"
