@@ -4,7 +4,7 @@
 #   1. the entry's sweep with its first seed only: every grid value of every cell (setting x norm);
 #   2. each cell's value chosen on validation (python -m normbench.selection), run again with the entry's
 #      other seeds only, JOBS at a time (default 2).
-#   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages
+#   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages (seed=0,1,2,3,4: the seeds)
 # The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
 # play no part in the choice. The exit code is the first failure's.
 set -uo pipefail
@@ -14,22 +14,33 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="multirun/$name/$(date +%Y-%m-%d_%H-%M-%S)"
 jobs=${JOBS:-2}
 start=$SECONDS
-seeds=$(python "$root/train.py" "experiment=$name" "$@" --cfg hydra -p hydra.sweeper.params.seed | tail -1 | tr ',' ' ')
+# the seeds: a seed=... override, else the entry's sweep
+args=() seeds=""
+for arg in "$@"; do
+  if [[ $arg == seed=* ]]; then seeds=${arg#seed=}; else args+=("$arg"); fi
+done
+set -- "${args[@]}"
+[[ -n $seeds ]] || seeds=$(python "$root/train.py" "experiment=$name" "$@" --cfg hydra -p hydra.sweeper.params.seed | tail -1)
+seeds=${seeds//,/ }
 first=${seeds%% *}
 rest=${seeds#"$first"}
 python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "seed=$first"
 status=$?
 echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
-python -m normbench.selection "$dir/stage1" > "$dir/stage2_cells.txt" || status=$?
+python -m normbench.selection "$dir/stage1" > "$dir/stage2_cells.txt" || exit $?
 mkdir -p "$dir/stage2"
 : > "$dir/stage2_jobs.sh"
 i=0
 while read -r cell; do
+  keys=" "
+  for override in $cell; do keys+="${override%%=*} "; done
+  keep=()  # the given overrides, less those the cell sets (a swept norm=a,b gives way to the cell's norm)
+  for arg in "$@"; do [[ $keys == *" ${arg%%=*} "* ]] || keep+=("$arg"); done
   for seed in $rest; do
-    run="$dir/stage2/${i}_seed=$seed"
+    run="$dir/stage2/${i}_seed${seed}"
     # shellcheck disable=SC2086  # a cell is several overrides
     printf 'python %q %q %s %s seed=%s %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" "experiment=$name" "$cell" \
-      "$(printf '%q ' "$@")" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
+      "$(printf '%q ' "${keep[@]}")" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
     i=$((i + 1))
   done
 done < "$dir/stage2_cells.txt"
