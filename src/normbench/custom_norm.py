@@ -153,3 +153,11 @@ def norm_label(norm_cfg: dict[str, Any]) -> str | None:
         return str(norm_cfg["name"])
     target = str(norm_cfg.get(TARGET) or "")
     return target.rpartition(".")[2] if "." in target else None
+
+
+def check_before_data(norm_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> None:
+    """Build and check a user's norm at the model's width before the data is prepared (which may mean a
+    download and a tokenizer), so a class that does not fit is refused at once."""
+    width = model_cfg.get("d_model") or model_cfg.get("hidden_size")
+    if TARGET in norm_cfg and width:
+        build_custom_norm(norm_cfg, int(width))

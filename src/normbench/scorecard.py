@@ -195,7 +195,7 @@ def _choice(overrides: list[str], group: str) -> str:
 def run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Score]:
     from hydra import compose, initialize_config_dir
 
-    from normbench.custom_norm import norm_label
+    from normbench.custom_norm import check_before_data, norm_label
     from normbench.train import build_datamodule, set_threads
 
     scores: list[Score] = []
@@ -205,10 +205,11 @@ def run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Scor
         for combo in sweep(overrides):
             cfg = compose("train", overrides=combo)
             set_threads(cfg.get("threads"))
+            norm_cfg = OmegaConf.to_container(cfg.norm, resolve=True)
+            check_before_data(norm_cfg, OmegaConf.to_container(cfg.model, resolve=True))
             key = OmegaConf.to_yaml(cfg.data)
             if key not in datamodules:
                 datamodules[key] = build_datamodule(cfg)
-            norm_cfg = OmegaConf.to_container(cfg.norm, resolve=True)
             norm, model = norm_label(norm_cfg) or _choice(combo, "norm"), _choice(combo, "model")
             for prop, value in measure(cfg, datamodules[key], settings).items():
                 scores.append(Score(norm, model, prop, value, TOLERANCE, "", ""))

@@ -130,6 +130,7 @@ def fit_and_evaluate(
             resume_checkpoint,
             silence_mid_epoch_resume_warning,
         )
+        from normbench.custom_norm import check_before_data
         from normbench.evaluation import extra_evaluations
         from normbench.loggers import build_logger
 
@@ -141,6 +142,7 @@ def fit_and_evaluate(
         silence_mid_epoch_resume_warning()
 
     set_threads(cfg.get("threads"))
+    check_before_data(identity["norm_config"], identity["model_config"])  # a user's norm class: refused at once
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
         datamodule = build_datamodule(cfg)
