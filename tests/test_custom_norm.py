@@ -160,7 +160,7 @@ def test_the_readme_norm_trains_through_train_py_with_every_instrument(mr_file: 
     run_dir = tmp_path / "run"
     args = ["norm=custom", f"norm._target_={_target(DynamicTanh)}", "+norm.alpha_init=0.7", "model=lstm"]
     args += [f"data.path={mr_file}", "data.vocab_size=200", "data.batch_size=16", "model.hidden_size=16"]
-    args += ["model.embed_dim=16", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=none"]
+    args += ["model.embed_dim=16", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=none", "threads=1"]
     train([*args, f"hydra.run.dir={run_dir}", "checkpoint.every_n_steps=0"], tmp_path, env=_user_env())
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and results["norm"] == "DynamicTanh" and results["global_step"] == 4

@@ -28,6 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from normbench.errors import BatchStatisticsError, user_errors_as_one_line
 
 DEFAULT_MODELS = ("transformer", "lstm")  # one of each family; GRU shares the LSTM's cell design
+#: torch threads when the config's `threads` is null: the probes' small batches run fastest on one
+#: thread, and several threads on busy shared cores are 5-10x slower (as train.yaml's `threads` says)
+THREADS = 1
 #: float32 rounding of outputs of order 1 is ~1e-7 per operation; a change above this is a dependence
 TOLERANCE = 1e-5
 
@@ -193,6 +196,17 @@ def _choice(overrides: list[str], group: str) -> str:
 
 
 def run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Score]:
+    """The scores of every combination of ``overrides`` (torch's thread count is put back afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _run(overrides, settings, config_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Score]:
     from hydra import compose, initialize_config_dir
 
     from normbench.custom_norm import check_before_data, norm_label
@@ -204,7 +218,7 @@ def run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Scor
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
         for combo in sweep(overrides):
             cfg = compose("train", overrides=combo)
-            set_threads(cfg.get("threads"))
+            set_threads(THREADS if cfg.get("threads") is None else cfg.threads)
             norm_cfg = OmegaConf.to_container(cfg.norm, resolve=True)
             check_before_data(norm_cfg, OmegaConf.to_container(cfg.model, resolve=True))
             key = OmegaConf.to_yaml(cfg.data)
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distributed", action="store_true", help="also the distributed property (2 gloo processes)")
     parser.add_argument("--warmup-batches", type=int, default=Settings.warmup_batches, help="statistics warm-up")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help=argparse.SUPPRESS)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     settings = Settings(warmup_batches=args.warmup_batches, distributed=args.distributed)
     with user_errors_as_one_line():
         check_group_choices(args.overrides, args.config_dir)
