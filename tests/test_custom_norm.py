@@ -11,7 +11,7 @@ import torch
 from cli import ROOT, train
 from torch import nn
 
-from normbench import scorecard
+from normbench import probes, scorecard
 from normbench.custom_norm import CustomNorm
 from normbench.errors import ConfigError
 from normbench.norms import build_norm
@@ -85,6 +85,19 @@ class NoWidth(nn.Module):
 class NotAModule:
     def __init__(self, num_features: int) -> None:
         pass
+
+
+class RunningCentre(nn.Module):
+    """A user's norm with running statistics of its own: a buffer that training updates."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.running_mean.lerp_(x[mask].mean(0), 0.5)
+        return x - self.running_mean
 
 
 def _target(cls: type) -> str:
@@ -187,3 +200,14 @@ def test_the_readme_norm_from_a_users_own_yaml_passes_the_probe_scorecard(mr_fil
         assert (by_property[key].value, by_property[key].status) == (0.0, "pass"), key
     assert by_property["batch_one"].status == "pass" and by_property["batch_one"].value <= scorecard.TOLERANCE
     assert (by_property["distributed"].status, by_property["distributed"].why) == ("n/a", "per-token")
+
+
+def test_probes_leave_a_users_running_statistics_as_they_were_and_a_warm_up_moves_them() -> None:
+    norm = build_norm({"_target_": _target(RunningCentre)}, 4).eval()
+    x, mask = torch.randn(3, 5, 4) + 2.0, torch.ones(3, 5, dtype=torch.bool)
+    with probes.batch_statistics_mode(norm):
+        norm(x, mask)
+        assert norm.inner.running_mean.abs().sum() > 0  # it did update, in train mode
+    assert torch.equal(norm.inner.running_mean, torch.zeros(4)) and not norm.training
+    probes.warm_up_statistics(norm, [(x, mask)])
+    torch.testing.assert_close(norm.inner.running_mean, x.mean((0, 1)) * 0.5)

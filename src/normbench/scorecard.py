@@ -179,16 +179,17 @@ def sweep(overrides: list[str]) -> list[list[str]]:
     from normbench.norms import NORMS
 
     parsed = OverridesParser.create().parse_overrides(overrides)
-    keys = {o.key_or_group for o in parsed}
-    axes: list[list[str]] = []
-    if "norm" not in keys:
-        axes.append([f"norm={n}" for n in NORMS])
-    if "model" not in keys:
-        axes.append([f"model={m}" for m in DEFAULT_MODELS])
-    for o in sorted(parsed, key=lambda o: o.key_or_group != "norm"):
-        values = list(o.sweep_string_iterator()) if o.is_choice_sweep() else None
-        axes.append([f"{o.get_key_element()}={v}" for v in values] if values else [o.input_line])
-    return [list(combo) for combo in itertools.product(*axes)]
+    given = {o.key_or_group: o for o in parsed}
+    defaults = {"norm": [f"norm={n}" for n in NORMS], "model": [f"model={m}" for m in DEFAULT_MODELS]}
+    axes = [_values(given.pop(group)) if group in given else values for group, values in defaults.items()]
+    return [list(combo) for combo in itertools.product(*axes, *(_values(o) for o in given.values()))]
+
+
+def _values(override: Any) -> list[str]:
+    """``norm=batch,layer`` -> ``["norm=batch", "norm=layer"]``; any other override as it was given."""
+    if not override.is_choice_sweep():
+        return [override.input_line]
+    return [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()]
 
 
 def _choice(overrides: list[str], group: str) -> str:
