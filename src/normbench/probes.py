@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from normbench.custom_norm import CustomNorm
-from normbench.norms import batch_stat_norms
+from normbench.norms import batch_stat_norms, set_training_step
 
 Forward = Callable[[Tensor, Tensor], Tensor]
 
@@ -151,10 +151,12 @@ def batch_one_gap(forward: Forward, tokens: Tensor, mask: Tensor, count: int) ->
 
 @torch.no_grad()
 def warm_up_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-    """Collect running statistics as training would (train-mode norms, running statistics updated),
-    with no dropout and no gradient step."""
+    """Collect running statistics as the first training steps would (train-mode norms, running statistics
+    updated, each batch's step number given to the norms with a schedule), with no dropout and no
+    gradient step."""
     with batch_statistics_mode(model, update_running=True):
-        for tokens, mask in batches:
+        for step, (tokens, mask) in enumerate(batches):
+            set_training_step(model, step)
             model(tokens, mask)
 
 

@@ -31,8 +31,10 @@ DEFAULT_MODELS = ("transformer", "lstm")  # one of each family; GRU shares the L
 #: torch threads when the config's `threads` is null: the probes' small batches run fastest on one
 #: thread, and several threads on busy shared cores are 5-10x slower (as train.yaml's `threads` says)
 THREADS = 1
-#: float32 rounding of outputs of order 1 is ~1e-7 per operation; a change above this is a dependence
-TOLERANCE = 1e-5
+#: float32 rounding (~1e-7 per operation on outputs of order 1) grows through the layers, and more where
+#: per-step statistics divide by the spread of a few sequences (batch_step, Transformer: 9e-6 measured);
+#: the dependences the probes exist for measure 1e-2 and more on fresh models: 1e-4 lies between
+TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
