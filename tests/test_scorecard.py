@@ -53,7 +53,7 @@ def _scores(tmp_path: Path, mr_file: Path, model: str, norms: list[str]) -> dict
 
 @pytest.mark.parametrize("model", ["transformer", "lstm"])
 def test_built_in_norms_score_what_the_maths_says(model: str, mr_file: Path, tmp_path: Path, capsys) -> None:
-    scores = _scores(tmp_path, mr_file, model, [*PER_TOKEN, "batch_masked", "batch"])
+    scores = _scores(tmp_path, mr_file, model, [*PER_TOKEN, "batch_masked", "batch", "batch_renorm", "power"])
     assert "normbench probe scorecard" in capsys.readouterr().out  # the rich table
     for norm in PER_TOKEN:  # no statistics across tokens or examples: exactly 0, not merely small
         for prop in ("partner", "causal", "train_eval", "length"):
@@ -65,6 +65,11 @@ def test_built_in_norms_score_what_the_maths_says(model: str, mr_file: Path, tmp
     for norm in ("batch_masked", "batch"):
         for prop in ("partner", "train_eval", "length"):
             assert scores[norm, prop]["status"] == "fail" and scores[norm, prop]["value"] > 1e-3, (norm, prop)
+    for prop in ("partner", "train_eval"):  # PowerNorm normalizes with running statistics in training too
+        assert scores["power", prop]["value"] == 0.0, prop
+    for prop in ("partner", "causal", "padding", "train_eval", "length"):  # r = 1, d = 0 in its first 100 steps
+        want = scores["batch_masked", prop]["value"]
+        assert scores["batch_renorm", prop]["value"] == pytest.approx(want, rel=1e-4, abs=1e-6), prop
     # masked statistics leave padding out; naive batch norm's Transformer statistics count the pads
     assert scores["batch_masked", "padding"]["value"] <= (1e-6 if model == "transformer" else 0.0)
     if model == "transformer":
