@@ -127,18 +127,24 @@ class BatchPartnerDependence(Instrument):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        val = _val_loader(trainer)
         # outside fit (trainer.validate) the trainer holds no train loader: ask the datamodule
         train = trainer.train_dataloader or trainer.datamodule.train_dataloader()
+        value = self.measure(pl_module, _val_loader(trainer), train)
+        self._log(trainer, pl_module, {"probe/partner_dependence": value})
+
+    def measure(self, pl_module: L.LightningModule, val, train) -> float:
+        """The probe on the given validation and training loaders (also what ``normbench.scorecard`` runs)."""
         generator = torch.Generator().manual_seed(self.seed)
         probe = val.collate_fn([val.dataset[i] for i in range(min(self.probe_size, len(val.dataset)))])
         sets = []
         for _ in range(self.partner_sets):
             picks = torch.randperm(len(train.dataset), generator=generator)[: self.partners].tolist()
             sets.append(train.collate_fn([train.dataset[i] for i in picks])[:2])
+        device = pl_module.device
+        probe_batch = (probe[0].to(device), probe[1].to(device))
+        sets = [(tokens.to(device), mask.to(device)) for tokens, mask in sets]
         with batch_statistics_mode(pl_module):
-            value = partner_dependence(pl_module, probe[:2], sets, pad_id=_pad_id(pl_module))
-        self._log(trainer, pl_module, {"probe/partner_dependence": value})
+            return partner_dependence(pl_module, probe_batch, sets, pad_id=_pad_id(pl_module))
 
 
 class CausalLeakProbe(Instrument):
@@ -152,18 +158,25 @@ class CausalLeakProbe(Instrument):
         self.position, self.offset, self.probe_size = position, offset, probe_size
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        encoder = pl_module.encoder
-        if trainer.sanity_checking or not getattr(encoder, "causal", False):
+        if trainer.sanity_checking:
             return
+        leak = self.measure(pl_module, _val_loader(trainer))
+        if leak is not None:
+            self._log(trainer, pl_module, {"probe/causal_leak": leak})
+
+    def measure(self, pl_module: L.LightningModule, val) -> float | None:
+        """The probe on the given validation loader (also what ``normbench.scorecard`` runs); None for a
+        model that is not causal or fewer than two validation sequences long enough for it."""
+        encoder = pl_module.encoder
+        if not getattr(encoder, "causal", False):
+            return None
         length = self.position + self.offset + 1
-        val = _val_loader(trainer)
         long_enough = [val.dataset[i] for i in range(len(val.dataset)) if len(val.dataset[i][0]) >= length]
         if len(long_enough) < 2:
-            return
+            return None
         tokens = torch.stack([ids[:length] for ids, _ in long_enough[: self.probe_size]]).to(pl_module.device)
         with batch_statistics_mode(pl_module):
-            leak = causal_leak(encoder, tokens, self.position, self.offset, encoder.embed.num_embeddings)
-        self._log(trainer, pl_module, {"probe/causal_leak": leak})
+            return causal_leak(encoder, tokens, self.position, self.offset, encoder.embed.num_embeddings)
 
 
 class GradNormMonitor(Instrument):

@@ -547,13 +547,18 @@ NORMS: dict[str, type[SequenceNorm]] = {
 
 
 def build_norm(cfg: Mapping[str, Any] | str, num_features: int, *, recurrent: bool = False) -> SequenceNorm:
-    """Build the norm a ``norm`` config (``{"name": ..., **options}``) or a bare name describes.
+    """Build the norm a ``norm`` config (``{"name": ..., **options}``, or ``{"_target_": "pkg.Class", ...}``
+    for a user's class) or a bare name describes.
 
     ``recurrent=True`` is for norms inside a recurrent cell, called once per time step: there a
     step where fewer than two sequences are still running falls back to running statistics
     instead of failing (the model checks the batch as a whole).
     """
     options = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
+    if "_target_" in options:  # a user's class by import path (norm=custom): imported and checked there
+        from normbench.custom_norm import build_custom_norm
+
+        return build_custom_norm(options, num_features)
     name = options.pop("name", None)
     if name not in NORMS:
         raise ConfigError(f"unknown norm {name!r}; accepted: {', '.join(NORMS)}")

@@ -6,29 +6,38 @@ batch at hand) but no dropout and no update of running statistics, so probing ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 
 import torch
 from torch import Tensor, nn
 
-from normbench.norms import batch_stat_norms
+from normbench.custom_norm import CustomNorm
+from normbench.norms import batch_stat_norms, set_training_step
 
 Forward = Callable[[Tensor, Tensor], Tensor]
 
 
 @contextmanager
-def batch_statistics_mode(model: nn.Module) -> Iterator[None]:
-    """Norms use batch statistics (as in training) without updating running ones; dropout is off."""
+def batch_statistics_mode(model: nn.Module, update_running: bool = False) -> Iterator[None]:
+    """Norms use batch statistics (as in training) without updating running ones; dropout is off.
+
+    A user's norm (``norm=custom``) has no ``update_running`` switch: its buffers are put back as they
+    were instead. ``update_running=True`` lets the running statistics move (a statistics warm-up).
+    """
     modes = {m: m.training for m in model.modules()}
     norms = [norm for _, norm in batch_stat_norms(model)]
     updates = [norm.update_running for norm in norms]
+    custom = [b for m in model.modules() if isinstance(m, CustomNorm) for b in m.buffers()]
+    saved = [] if update_running else [b.clone() for b in custom]
     model.train()
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.eval()
     for norm in norms:
-        norm.update_running = False
+        norm.update_running = update_running
     try:
         yield
     finally:
@@ -36,6 +45,10 @@ def batch_statistics_mode(model: nn.Module) -> Iterator[None]:
             m.train(training)
         for norm, update in zip(norms, updates, strict=True):
             norm.update_running = update
+        if not update_running:
+            with torch.no_grad():
+                for buffer, value in zip(custom, saved, strict=True):
+                    buffer.copy_(value)
 
 
 def pad_to(tokens: Tensor, mask: Tensor, length: int, pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -105,3 +118,80 @@ def first_non_finite_module(model: nn.Module, run: Callable[[], object]) -> str 
         for handle in handles:
             handle.remove()
     return found[0] if found else None
+
+
+def _real_gap(before: Tensor, after: Tensor, mask: Tensor) -> float:
+    """Largest absolute difference of two outputs at the real tokens (inf when either is not finite)."""
+    before, after = before[mask].float(), after[mask].float()
+    if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
+        return math.inf
+    return float((after - before).abs().max()) if before.numel() else 0.0
+
+
+@torch.no_grad()
+def padding_dependence(forward: Forward, tokens: Tensor, mask: Tensor, extra: int, pad_id: int = 0) -> float:
+    """Largest change of the outputs at real tokens when ``extra`` more padding positions are appended to
+    every sequence: 0 for norms whose statistics leave padding out (and for per-token norms)."""
+    longer = pad_to(tokens, mask, tokens.shape[1] + extra, pad_id)
+    return _real_gap(forward(tokens, mask), forward(*longer)[:, : tokens.shape[1]], mask)
+
+
+@torch.no_grad()
+def batch_one_gap(forward: Forward, tokens: Tensor, mask: Tensor, count: int) -> float:
+    """Largest change of the outputs at real tokens of the first ``count`` sequences when each is run
+    alone (unpadded, batch size one) instead of inside ``tokens``' batch."""
+    together = forward(tokens, mask)
+    gap = 0.0
+    for row in range(min(count, tokens.shape[0])):
+        length = int(mask[row].sum())
+        alone = forward(tokens[row : row + 1, :length], mask[row : row + 1, :length])
+        gap = max(gap, _real_gap(together[row : row + 1, :length], alone, mask[row : row + 1, :length]))
+    return gap
+
+
+@torch.no_grad()
+def warm_up_statistics(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """Collect running statistics as the first training steps would (train-mode norms, running statistics
+    updated, each batch's step number given to the norms with a schedule), with no dropout and no
+    gradient step."""
+    with batch_statistics_mode(model, update_running=True):
+        for step, (tokens, mask) in enumerate(batches):
+            set_training_step(model, step)
+            model(tokens, mask)
+
+
+@torch.no_grad()
+def mode_gap(model: nn.Module, tokens: Tensor, mask: Tensor) -> float:
+    """Largest difference at real tokens between the outputs with batch statistics (train-mode norms)
+    and with running statistics (eval mode); 0 for norms that keep no statistics."""
+    with batch_statistics_mode(model):
+        train_out = model(tokens, mask)
+    was_training = model.training
+    model.eval()
+    try:
+        eval_out = model(tokens, mask)
+    finally:
+        model.train(was_training)
+    return _real_gap(train_out, eval_out, mask)
+
+
+def cut(batches: Iterable[tuple[Tensor, Tensor]], length: int) -> list[tuple[Tensor, Tensor]]:
+    """The batches with every sequence cut at ``length`` tokens."""
+    return [(tokens[:, :length], mask[:, :length]) for tokens, mask in batches]
+
+
+@torch.no_grad()
+def length_dependence(
+    model: nn.Module, warm_batches: list[tuple[Tensor, Tensor]], tokens: Tensor, mask: Tensor, length: int
+) -> float:
+    """Largest difference of the eval-mode outputs at positions ``>= length`` between a copy of the model
+    whose statistics were collected on ``warm_batches`` cut at ``length`` and one whose statistics saw
+    them whole: what normalizing past the longest length seen in the statistics changes (0 without
+    statistics; per-step norms reuse their last step's there, or refuse)."""
+    outputs = []
+    for batches in (warm_batches, cut(warm_batches, length)):
+        copy = deepcopy(model)
+        warm_up_statistics(copy, batches)
+        outputs.append(copy.eval()(tokens, mask)[:, length:])
+    past = mask[:, length:]
+    return _real_gap(outputs[0], outputs[1], past) if past.any() else 0.0

@@ -37,10 +37,12 @@ def _choices() -> dict[str, str]:
 
 def run_summary(cfg: DictConfig) -> dict[str, Any]:
     """The key config values every record of this run carries (results.json, W&B tags, summary line)."""
+    from normbench.custom_norm import norm_label
+
     choices = _choices()
     return {
         "model": choices.get("model"),
-        "norm": choices.get("norm"),
+        "norm": norm_label(OmegaConf.to_container(cfg.norm)) or choices.get("norm"),
         "data": choices.get("data"),
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
@@ -102,17 +104,19 @@ def build_datamodule(cfg: DictConfig):
 
 def build_module(cfg: DictConfig, datamodule):
     """The configured encoder (model + norm, compiled if asked) inside the LightningModule for the data's task."""
-    from hydra.utils import instantiate
+    from hydra.utils import get_class
 
     from normbench.task import build_task
 
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
     compile_option = model_options.pop("compile", False)
-    encoder = instantiate(
-        model_options,
+    # the class called directly, not through instantiate: a norm config of a user's class holds a
+    # `_target_` of its own, which instantiate would try to build without its num_features
+    encoder = get_class(model_options.pop("_target_"))(
         vocab_size=datamodule.vocab_size,
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         pad_id=datamodule.pad_id,
+        **model_options,
     )
     compile_encoder(encoder, compile_option)
     return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
@@ -160,6 +164,7 @@ def fit_and_evaluate(
             resume_checkpoint,
             silence_mid_epoch_resume_warning,
         )
+        from normbench.custom_norm import check_before_data
         from normbench.evaluation import extra_evaluations
         from normbench.loggers import build_logger
 
@@ -171,6 +176,7 @@ def fit_and_evaluate(
         silence_mid_epoch_resume_warning()
 
     set_threads(cfg.get("threads"))
+    check_before_data(identity["norm_config"], identity["model_config"])  # a user's norm class: refused at once
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
         datamodule = build_datamodule(cfg)
