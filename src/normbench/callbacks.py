@@ -94,7 +94,12 @@ class TrainEvalGap(Instrument):
     """After each validation epoch, evaluate again with batch statistics (train-mode norms, no update
     of running statistics, no dropout) and log ``val/acc_batch_stats``, ``val/loss_batch_stats`` and
     ``val/train_eval_gap`` (= acc with batch statistics - acc with running statistics) beside
-    ``val/acc``. For norms without batch statistics the two passes agree and the gap is 0."""
+    ``val/acc``. For norms without batch statistics the two passes agree and the gap is 0.
+
+    A language model (``bits_name``: bpc or bpt) also logs ``val/<bits>_batch_stats`` and
+    ``val/<bits>_train_eval_gap`` (bits with batch statistics - bits with running ones): in a causal model the
+    batch's statistics carry the future tokens, so a negative gap is what the leak buys in training and loses
+    at generation."""
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -103,14 +108,19 @@ class TrainEvalGap(Instrument):
         eval_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
         with batch_statistics_mode(pl_module):
             batch_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
+        metrics = {
+            "val/acc_batch_stats": batch_mode["acc"],
+            "val/loss_batch_stats": batch_mode["loss"],
+            "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
+        }
+        bits = getattr(pl_module, "bits_name", None)
+        if bits:
+            metrics[f"val/{bits}_batch_stats"] = batch_mode["loss"] / math.log(2)
+            metrics[f"val/{bits}_train_eval_gap"] = (batch_mode["loss"] - eval_mode["loss"]) / math.log(2)
         self._log(
             trainer,
             pl_module,
-            {
-                "val/acc_batch_stats": batch_mode["acc"],
-                "val/loss_batch_stats": batch_mode["loss"],
-                "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
-            },
+            metrics,
             sync_dist=True,  # under DDP each process evaluated its shard of the validation set: average them
         )
 

@@ -21,6 +21,7 @@ PRIMARY_METRICS = ("val/acc", "test/acc", "val/ppl", "test/ppl", "val/loss", "te
 #: instruments (normbench.callbacks) summarized beside the metrics; per-layer values stay in results.csv
 HEADLINE_INSTRUMENTS = (
     "val/train_eval_gap",
+    "val/bpc_train_eval_gap",
     "probe/partner_dependence",
     "probe/causal_leak",
     "stats/mean_dist",
@@ -68,6 +69,9 @@ def is_proportion(metric: str) -> bool:
 #: the unit a sentence names after a difference of a metric that is not a share (keyed by the metric's leaf)
 UNITS = {
     "bpc": "bits per character",
+    "bpc_train_eval_gap": "bits per character",
+    "bpt": "bits per token",
+    "bpt_train_eval_gap": "bits per token",
     "loss": "nats",
     "ppl": "perplexity",
     "causal_leak": "(RMS feature change)",

@@ -26,6 +26,8 @@ INSTRUMENT_PREFIXES = (
     "val/acc_batch_stats",
     "val/loss_batch_stats",
     "val/train_eval",
+    "val/bpc_",  # a language model's bits with batch statistics and its train/eval gap in bits
+    "val/bpt_",
 )
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from normbench.data.base import SequenceDataModule, positive_int
 from normbench.data.fetch import write_bytes_atomic
 from normbench.data.tokenizer import EOS, PAD, encode_texts, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
-from normbench.errors import DataError
+from normbench.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -155,6 +155,16 @@ class LanguageModelingDataModule(SequenceDataModule):
 
     def epoch_size(self) -> int | None:
         return self.train_windows
+
+    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None):
+        """``split``'s windows in order, batched by another ``batch_size`` than training used (generation
+        serves one sequence at a time: ``evaluate.batch_sizes: [1]``). Windows keep ``data.seq_len``."""
+        if max_len:
+            raise ConfigError(
+                f"evaluate.lengths={max_len!r} needs a classification task; a language model's windows are "
+                "data.seq_len long: change data.seq_len instead"
+            )
+        return self._loader(split, batch_size=batch_size or self.batch_size)
 
     def lengths(self, split: str) -> list[int]:
         return self._require()[split].lengths()  # type: ignore[union-attr]
