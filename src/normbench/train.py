@@ -23,6 +23,7 @@ INSTRUMENT_PREFIXES = (
     "stats/",
     "probe/",
     "grad_norm/",
+    "convergence/",
     "val/acc_batch_stats",
     "val/loss_batch_stats",
     "val/train_eval",
@@ -99,11 +100,12 @@ def build_module(cfg: DictConfig, datamodule):
 
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
     compile_option = model_options.pop("compile", False)
+    num_features = getattr(datamodule, "num_features", None)  # numeric sequences: an input projection
+    inputs = (
+        {"vocab_size": None, "num_features": num_features} if num_features else {"vocab_size": datamodule.vocab_size}
+    )
     encoder = instantiate(
-        model_options,
-        vocab_size=datamodule.vocab_size,
-        norm=OmegaConf.to_container(cfg.norm, resolve=True),
-        pad_id=datamodule.pad_id,
+        model_options, norm=OmegaConf.to_container(cfg.norm, resolve=True), pad_id=datamodule.pad_id, **inputs
     )
     compile_encoder(encoder, compile_option)
     return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))

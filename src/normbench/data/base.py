@@ -205,11 +205,15 @@ class SequenceDataModule(L.LightningDataModule):
             "mean_len": sum(lengths) / len(lengths),
             "max_len": max(lengths),
             "train_padding_share": padding_share(self.lengths("train"), self.train_batches(0), self.pad_to),
-            "vocab_size": self.vocab_size,
+            **self.input_stats(),
         }
         if self.task == "classification":
             stats["num_classes"] = self.num_classes
         return stats
+
+    def input_stats(self) -> dict[str, Any]:
+        """What the model's input layer is sized by (tokens: the vocabulary)."""
+        return {"vocab_size": self.vocab_size}
 
     @property
     def num_classes(self) -> int:
