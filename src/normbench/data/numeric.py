@@ -99,6 +99,7 @@ class NumericSequenceDataModule(SequenceDataModule):
         self.split_seed = split_seed
         self.max_len = None if max_len is None else positive_int("max_len", max_len)
         self.transform: ChannelTransform | None = None
+        self.prepared_key: str | None = None  # the cache key of the splits build_splits prepared
         self.class_labels: list[str] = []
 
     # --- files ---------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class NumericSequenceDataModule(SequenceDataModule):
 
     # --- building the splits -------------------------------------------------------------------
     def build_splits(self) -> dict[str, list[Item]]:
-        key = self.cache_key()
+        key = self.prepared_key = self.cache_key()
         memo = f"{key}:{self.cache_dir}"
         if memo not in _PREPARED:
             _PREPARED[memo] = self._prepare(key)
@@ -193,6 +194,6 @@ class NumericSequenceDataModule(SequenceDataModule):
         assert self.transform is not None
         return {
             "num_features": self.num_features,
-            "cache_key": self.cache_key(),
+            "cache_key": self.prepared_key,
             "input_transform": self.transform.to_dict(),
         }

@@ -99,11 +99,11 @@ def read_ts(path: Path) -> TsFile:
         assert class_labels is not None
         if not channels:
             raise DataError(f"{where}: a case needs channels and a label separated by ':', got {line[:40]!r}")
-        if label.strip() not in class_labels:
-            raise DataError(f"{where}: label {label.strip()!r}; accepted: {', '.join(class_labels)} (@classLabel)")
         expected = dimensions or (series[0].shape[1] if series else len(channels))
         if len(channels) != expected:
             raise DataError(f"{where}: {len(channels)} channels; the file has {expected}")
+        if label.strip() not in class_labels:
+            raise DataError(f"{where}: label {label.strip()!r}; accepted: {', '.join(class_labels)} (@classLabel)")
         values = [_channel(part, where, i) for i, part in enumerate(channels)]
         lengths = {len(v) for v in values}
         if len(lengths) != 1:
