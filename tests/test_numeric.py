@@ -291,6 +291,9 @@ def test_input_batch_norm_makes_the_model_blind_to_channel_ranges() -> None:
 
 
 def test_inputs_are_tokens_or_features_and_input_norm_needs_features() -> None:
+    chosen = TransformerEncoder(None, {"name": "none", "input_batch_norm": True}, d_model=8, n_heads=2, num_features=3)
+    assert chosen.input_proj.input_norm is not None  # norm=input_batch turns the model option on
+    assert TransformerEncoder(None, "none", d_model=8, n_heads=2, num_features=3).input_proj.input_norm is None
     with pytest.raises(ConfigError, match="tokens \\(vocab_size\\) or numeric features"):
         TransformerEncoder(10, "layer", num_features=3)
     with pytest.raises(ConfigError, match="model.input_batch_norm=true normalizes numeric input features"):
@@ -313,7 +316,7 @@ def test_cli_trains_a_numeric_task_and_records_convergence_and_gradient_peak(toy
         "model.hidden_size=8",
         "norm=input_batch",
         "data.batch_size=8",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=2",
         "logger=none",
         "callbacks=none",
         "+callbacks.grad_norms._target_=normbench.callbacks.GradNormMonitor",
@@ -325,7 +328,10 @@ def test_cli_trains_a_numeric_task_and_records_convergence_and_gradient_peak(toy
     ]
     train(args, tmp_path)
     record = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert record["status"] == "ok" and record["config"]["model"]["input_batch_norm"] is True
+    assert record["status"] == "ok" and record["config"]["norm"]["input_batch_norm"] is True
+    model = RecurrentEncoder(None, "none", embed_dim=8, hidden_size=8, num_features=3, input_batch_norm=True)
+    head = 8 * 2 + 2  # 8 features -> 2 classes
+    assert record["num_params"] == sum(p.numel() for p in model.parameters()) + head  # the input norm is in it
     assert (
         record["data_stats"]["num_features"] == 3 and record["data_stats"]["input_transform"]["kind"] == "standardize"
     )
@@ -335,4 +341,4 @@ def test_cli_trains_a_numeric_task_and_records_convergence_and_gradient_peak(toy
     reached = [step for step, acc in series["convergence/val_acc"] if acc >= 0.6]
     assert values["convergence/steps_to_target"] == (reached[0] if reached else record["global_step"])
     assert values["convergence/reached_target"] == float(bool(reached))
-    assert [step for step, _ in series["convergence/val_acc"]] == [8, 16, 24]  # 64 train cases / 8 = 8 steps an epoch
+    assert [step for step, _ in series["convergence/val_acc"]] == [8, 16]  # 64 train cases / 8 = 8 steps an epoch

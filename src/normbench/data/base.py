@@ -1,9 +1,9 @@
 """What every datamodule shares: loaders over fixed splits, the training order, resume state, statistics.
 
 Every task yields batches ``(tokens[B, T], mask[B, T], target)`` (``target[B]`` for classification,
-``target[B, T]`` next tokens for language modeling). Subclasses only build the three splits
-(``build_splits``) and say how big the vocabulary is; the training order is a function of
-``(shuffle_seed, epoch)`` alone, with or without length bucketing, and resumable mid-epoch.
+``target[B, T]`` next tokens for language modeling; numeric tasks: ``features[B, T, F]`` in place of tokens).
+Subclasses only build the three splits (``build_splits``) and say how big the vocabulary is; the training
+order is a function of ``(shuffle_seed, epoch)`` alone, with or without length bucketing, and resumable mid-epoch.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ to inputs on different ranges, beside normalizing the data (``data.input_transfo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import Tensor, nn
 
 from normbench.errors import ConfigError
@@ -26,6 +29,15 @@ class FeatureProjection(nn.Module):
         if self.input_norm is not None:
             features = self.input_norm(features, mask)
         return self.proj(features)
+
+
+def pop_input_norm(norm: Mapping[str, Any] | str, input_batch_norm: bool) -> tuple[Mapping[str, Any] | str, bool]:
+    """The norm config without its ``input_batch_norm`` key (``norm=input_batch`` sets it, so that a sweep can
+    list "batch norm on the input" beside the norms), and whether the input batch norm is on (either switch)."""
+    if isinstance(norm, str) or "input_batch_norm" not in norm:
+        return norm, bool(input_batch_norm)
+    rest = {k: v for k, v in norm.items() if k != "input_batch_norm"}
+    return rest, bool(input_batch_norm) or bool(norm["input_batch_norm"])
 
 
 def check_inputs(vocab_size: int | None, num_features: int | None, input_batch_norm: bool) -> None:

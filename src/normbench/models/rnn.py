@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs
+from normbench.models.inputs import FeatureProjection, check_inputs, pop_input_norm
 from normbench.norms import SequenceNorm, build_norm
 
 
@@ -143,6 +143,7 @@ class RecurrentEncoder(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"unknown model.cell {cell!r}; accepted: {', '.join(CELLS)}")
+        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
         check_inputs(vocab_size, num_features, input_batch_norm)
         self.output_dim = hidden_size
         self.causal = True  # a recurrence only sees the past

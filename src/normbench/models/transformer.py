@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normbench.errors import ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs
+from normbench.models.inputs import FeatureProjection, check_inputs, pop_input_norm
 from normbench.norms import build_norm
 
 
@@ -90,6 +90,7 @@ class TransformerEncoder(nn.Module):
         input_batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
         check_inputs(vocab_size, num_features, input_batch_norm)
         self.causal = causal
         self.output_dim = d_model
