@@ -117,8 +117,9 @@ class TransformerEncoder(nn.Module):
         return self.positions[:length]
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``mask=None`` says every position is real (no padding): attention then needs no mask tensor and
-        can use its fused causal kernels (flash attention on GPUs)."""
+        """``tokens[B, T]`` ids, or ``features[B, T, F]`` for numeric inputs. ``mask=None`` says every position
+        is real (no padding): attention then needs no mask tensor and can use its fused causal kernels (flash
+        attention on GPUs)."""
         length = tokens.shape[1]
         # numeric features: their projection, at whatever scale the inputs have (what input_scale measures)
         x = self.embed(tokens) * math.sqrt(self.output_dim) if self.embed is not None else self.input_proj(tokens, mask)
