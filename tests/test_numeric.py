@@ -293,6 +293,9 @@ def test_input_batch_norm_makes_the_model_blind_to_channel_ranges() -> None:
 def test_inputs_are_tokens_or_features_and_input_norm_needs_features() -> None:
     chosen = TransformerEncoder(None, {"name": "none", "input_batch_norm": True}, d_model=8, n_heads=2, num_features=3)
     assert chosen.input_proj.input_norm is not None  # norm=input_batch turns the model option on
+    assert chosen.input_proj.input_norm.sync is False
+    synced = {"name": "none", "sync": True, "input_batch_norm": True}
+    assert TransformerEncoder(None, synced, d_model=8, n_heads=2, num_features=3).input_proj.input_norm.sync is True
     assert TransformerEncoder(None, "none", d_model=8, n_heads=2, num_features=3).input_proj.input_norm is None
     with pytest.raises(ConfigError, match="tokens \\(vocab_size\\) or numeric features"):
         TransformerEncoder(10, "layer", num_features=3)

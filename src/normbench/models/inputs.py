@@ -20,9 +20,10 @@ from normbench.norms import build_norm
 class FeatureProjection(nn.Module):
     """``features[B, T, F]`` -> ``[B, T, dim]``: optional masked batch norm of the raw features, then a Linear."""
 
-    def __init__(self, num_features: int, dim: int, input_batch_norm: bool = False) -> None:
+    def __init__(self, num_features: int, dim: int, input_batch_norm: bool = False, sync: bool = False) -> None:
         super().__init__()
-        self.input_norm = build_norm("batch_masked", num_features) if input_batch_norm else None
+        norm = {"name": "batch_masked", "sync": sync}  # sync: under DDP, statistics of the global batch (norm.sync)
+        self.input_norm = build_norm(norm, num_features) if input_batch_norm else None
         self.proj = nn.Linear(num_features, dim)
 
     def forward(self, features: Tensor, mask: Tensor | None) -> Tensor:
@@ -38,6 +39,11 @@ def pop_input_norm(norm: Mapping[str, Any] | str, input_batch_norm: bool) -> tup
         return norm, bool(input_batch_norm)
     rest = {k: v for k, v in norm.items() if k != "input_batch_norm"}
     return rest, bool(input_batch_norm) or bool(norm["input_batch_norm"])
+
+
+def norm_sync(norm: Mapping[str, Any] | str) -> bool:
+    """``norm.sync``: the input batch norm all-reduces its statistics under DDP when the other norms do."""
+    return False if isinstance(norm, str) else bool(norm.get("sync", False))
 
 
 def check_inputs(vocab_size: int | None, num_features: int | None, input_batch_norm: bool) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs, pop_input_norm
+from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
 from normbench.norms import SequenceNorm, build_norm
 
 
@@ -149,7 +149,9 @@ class RecurrentEncoder(nn.Module):
         self.causal = True  # a recurrence only sees the past
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id) if vocab_size is not None else None
-        self.input_proj = FeatureProjection(num_features, embed_dim, input_batch_norm) if num_features else None
+        self.input_proj = (
+            FeatureProjection(num_features, embed_dim, input_batch_norm, norm_sync(norm)) if num_features else None
+        )
         sizes = [embed_dim] + [hidden_size] * num_layers
         self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))
         self.drop = nn.Dropout(dropout)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normbench.errors import ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs, pop_input_norm
+from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
 from normbench.norms import build_norm
 
 
@@ -96,7 +96,9 @@ class TransformerEncoder(nn.Module):
         self.output_dim = d_model
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id) if vocab_size is not None else None
-        self.input_proj = FeatureProjection(num_features, d_model, input_batch_norm) if num_features else None
+        self.input_proj = (
+            FeatureProjection(num_features, d_model, input_batch_norm, norm_sync(norm)) if num_features else None
+        )
         if self.embed is not None:
             # N(0, 1/d_model) so that the sqrt(d_model) scaling in forward gives unit-scale token codes, the scale
             # of the position codes: with nn.Embedding's N(0, 1) they were 11x larger at d_model=128 and drowned
