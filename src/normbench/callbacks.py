@@ -4,8 +4,9 @@
 - ``TrainEvalGap``: validation metrics with running statistics (eval mode) and with batch statistics.
 - ``BatchPartnerDependence``: how much an example's output moves when its batch mates change.
 - ``CausalLeakProbe``: in causal models, how much the past moves when a future token changes.
-- ``GradNormMonitor`` and ``NonFiniteGuard``: gradient norms per layer, and a stop with one line
-  naming the step and the layer when the loss or a gradient stops being finite.
+- ``GradNormMonitor`` and ``NonFiniteGuard``: gradient norms per layer (and the largest total), and a stop
+  with one line naming the step and the layer when the loss or a gradient stops being finite.
+- ``ConvergenceMonitor``: training steps until the validation accuracy first reaches a target.
 - ``StepTimer``: the median wall time of a training step (results.json ``train_step_s``).
 """
 
@@ -21,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from normbench.errors import NonFiniteError
+from normbench.errors import ConfigError, NonFiniteError
 from normbench.norms import FluctuationMeter, batch_stat_norms
 from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 
@@ -55,8 +56,7 @@ class Instrument(Callback):
 
 
 def _pad_id(pl_module: L.LightningModule) -> int:
-    embed = getattr(pl_module.encoder, "embed", None)
-    return int(embed.padding_idx) if embed is not None and embed.padding_idx is not None else 0
+    return int(getattr(pl_module.encoder, "pad_id", 0))
 
 
 class BatchStatFluctuation(Instrument):
@@ -186,16 +186,27 @@ class CausalLeakProbe(Instrument):
             return None
         tokens = torch.stack([ids[:length] for ids, _ in long_enough[: self.probe_size]]).to(pl_module.device)
         with batch_statistics_mode(pl_module):
-            return causal_leak(encoder, tokens, self.position, self.offset, encoder.embed.num_embeddings)
+            vocab = encoder.embed.num_embeddings if getattr(encoder, "embed", None) is not None else None
+            return causal_leak(encoder, tokens, self.position, self.offset, vocab)
 
 
 class GradNormMonitor(Instrument):
     """Every ``every_n_steps`` steps, log the gradient 2-norm of each layer (parameters grouped by the
-    first ``depth`` parts of their names) as ``grad_norm/<layer>`` and of all parameters as ``grad_norm/total``."""
+    first ``depth`` parts of their names) as ``grad_norm/<layer>``, of all parameters as ``grad_norm/total``,
+    and the largest total so far as ``grad_norm/max_total`` (exploding gradients; with ``every_n_steps: 1``
+    the largest of every step)."""
 
     def __init__(self, every_n_steps: int = 25, depth: int = 3) -> None:
         super().__init__()
         self.every_n_steps, self.depth = every_n_steps, depth
+        self.max_total = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "max_total": self.max_total}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.max_total = state_dict.get("max_total", 0.0)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         if trainer.global_step % self.every_n_steps:
@@ -208,7 +219,50 @@ class GradNormMonitor(Instrument):
         if squares:
             metrics = {f"grad_norm/{k}": v.sqrt() for k, v in squares.items()}
             metrics["grad_norm/total"] = torch.stack(list(squares.values())).sum().sqrt()
+            self.max_total = max(self.max_total, float(metrics["grad_norm/total"]))
+            metrics["grad_norm/max_total"] = self.max_total
             self._log(trainer, pl_module, metrics, on_step=True, on_epoch=False)
+
+
+class ConvergenceMonitor(Instrument):
+    """After each validation epoch, log ``convergence/val_acc`` (the validation accuracy, kept as a series over
+    the step), ``convergence/reached_target`` (1 once it has reached ``target_acc``) and
+    ``convergence/steps_to_target``: the training step of the first validation at or above ``target_acc``;
+    while it has not been reached, the steps trained so far (a lower bound, so a run that never gets there
+    counts as at least its whole budget, with ``reached_target`` 0 saying so). Convergence speed, measured
+    at the resolution of the validation interval."""
+
+    def __init__(self, target_acc: float = 0.9) -> None:
+        super().__init__()
+        if not 0.0 < target_acc <= 1.0:
+            raise ConfigError(f"callbacks.convergence.target_acc={target_acc} is out of range; accepted: (0, 1]")
+        self.target_acc = target_acc
+        self.reached_at: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "reached_at": self.reached_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.reached_at = state_dict.get("reached_at")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = getattr(pl_module, "metrics", None)
+        metric = metrics["val_acc"] if metrics is not None and "val_acc" in metrics else None
+        if trainer.sanity_checking or metric is None:
+            return
+        # the epoch's accuracy from the module's own metric (Lightning fills callback_metrics only after this
+        # hook); compute() is cached, so the module's logging of val/acc reuses it
+        acc = float(metric.compute())
+        if self.reached_at is None and acc >= self.target_acc:
+            self.reached_at = trainer.global_step
+        steps = trainer.global_step if self.reached_at is None else self.reached_at
+        logged = {
+            "convergence/val_acc": acc,
+            "convergence/reached_target": float(self.reached_at is not None),
+            "convergence/steps_to_target": float(steps),
+        }
+        self._log(trainer, pl_module, logged)
 
 
 class NonFiniteGuard(Callback):

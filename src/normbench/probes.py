@@ -52,12 +52,13 @@ def batch_statistics_mode(model: nn.Module, update_running: bool = False) -> Ite
 
 
 def pad_to(tokens: Tensor, mask: Tensor, length: int, pad_id: int = 0) -> tuple[Tensor, Tensor]:
-    """Right-pad a batch to ``length`` so batches of different content have the same shape."""
+    """Right-pad a batch (``tokens[B, T]`` or numeric ``features[B, T, F]``) to ``length`` so batches of
+    different content have the same shape."""
     extra = length - tokens.shape[1]
     if extra <= 0:
         return tokens, mask
     return (
-        torch.cat([tokens, tokens.new_full((tokens.shape[0], extra), pad_id)], dim=1),
+        torch.cat([tokens, tokens.new_full((tokens.shape[0], extra, *tokens.shape[2:]), pad_id)], dim=1),
         torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1),
     )
 
@@ -83,16 +84,20 @@ def partner_dependence(
 
 
 @torch.no_grad()
-def causal_leak(forward: Forward, tokens: Tensor, position: int, offset: int, vocab_size: int) -> float:
+def causal_leak(forward: Forward, tokens: Tensor, position: int, offset: int, vocab_size: int | None) -> float:
     """Largest change of the features at positions ``<= position`` when the token at ``position + offset``
-    changes, in every sequence of an unpadded batch. Exactly 0 for a causal model with per-token norms;
-    batch statistics over the time axis carry the future back into the past."""
+    changes (numeric inputs, ``vocab_size=None``: every channel of that step moves by 1), in every sequence
+    of an unpadded batch. Exactly 0 for a causal model with per-token norms; batch statistics over the time
+    axis carry the future back into the past."""
     if tokens.shape[1] <= position + offset:
         raise ValueError(f"probe sequences have {tokens.shape[1]} tokens, need more than {position + offset}")
-    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
     changed = tokens.clone()
     target = position + offset
-    changed[:, target] = changed[:, target] % (vocab_size - 2) + 2  # another real token (0, 1: pad, unk)
+    if vocab_size is None:
+        changed[:, target] += 1.0
+    else:
+        changed[:, target] = changed[:, target] % (vocab_size - 2) + 2  # another real token (0, 1: pad, unk)
     before = forward(tokens, mask)[:, : position + 1]
     after = forward(changed, mask)[:, : position + 1]
     return float((after.float() - before.float()).abs().max())

@@ -153,7 +153,7 @@ class SequenceClassifier(SequenceTask):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         if self.training and self.synced_statistics:  # under DDP every process must make the same norm calls
-            tokens, mask = pad_to_common_length(tokens, mask, self.encoder.embed.padding_idx or 0)
+            tokens, mask = pad_to_common_length(tokens, mask, getattr(self.encoder, "pad_id", 0))
         return self.head(masked_mean(self.encoder(tokens, mask), mask))
 
     def _step(self, batch: Batch, stage: str) -> Tensor:

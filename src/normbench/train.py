@@ -23,6 +23,7 @@ INSTRUMENT_PREFIXES = (
     "stats/",
     "probe/",
     "grad_norm/",
+    "convergence/",
     "val/acc_batch_stats",
     "val/loss_batch_stats",
     "val/train_eval",
@@ -112,12 +113,16 @@ def build_module(cfg: DictConfig, datamodule):
 
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
     compile_option = model_options.pop("compile", False)
+    num_features = getattr(datamodule, "num_features", None)  # numeric sequences: an input projection
+    inputs = (
+        {"vocab_size": None, "num_features": num_features} if num_features else {"vocab_size": datamodule.vocab_size}
+    )
     # the class called directly, not through instantiate: a norm config of a user's class holds a
     # `_target_` of its own, which instantiate would try to build without its num_features
     encoder = get_class(model_options.pop("_target_"))(
-        vocab_size=datamodule.vocab_size,
         norm=OmegaConf.to_container(cfg.norm, resolve=True),
         pad_id=datamodule.pad_id,
+        **inputs,
         **model_options,
     )
     compile_encoder(encoder, compile_option)

@@ -1,9 +1,9 @@
 """What every datamodule shares: loaders over fixed splits, the training order, resume state, statistics.
 
 Every task yields batches ``(tokens[B, T], mask[B, T], target)`` (``target[B]`` for classification,
-``target[B, T]`` next tokens for language modeling). Subclasses only build the three splits
-(``build_splits``) and say how big the vocabulary is; the training order is a function of
-``(shuffle_seed, epoch)`` alone, with or without length bucketing, and resumable mid-epoch.
+``target[B, T]`` next tokens for language modeling; numeric tasks: ``features[B, T, F]`` in place of tokens).
+Subclasses only build the three splits (``build_splits``) and say how big the vocabulary is; the training
+order is a function of ``(shuffle_seed, epoch)`` alone, with or without length bucketing, and resumable mid-epoch.
 """
 
 from __future__ import annotations
@@ -205,11 +205,15 @@ class SequenceDataModule(L.LightningDataModule):
             "mean_len": sum(lengths) / len(lengths),
             "max_len": max(lengths),
             "train_padding_share": padding_share(self.lengths("train"), self.train_batches(0), self.pad_to),
-            "vocab_size": self.vocab_size,
+            **self.input_stats(),
         }
         if self.task == "classification":
             stats["num_classes"] = self.num_classes
         return stats
+
+    def input_stats(self) -> dict[str, Any]:
+        """What the model's input layer is sized by (tokens: the vocabulary)."""
+        return {"vocab_size": self.vocab_size}
 
     @property
     def num_classes(self) -> int:

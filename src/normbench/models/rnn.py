@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
+from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
 from normbench.norms import SequenceNorm, build_norm
 
 
@@ -120,14 +121,15 @@ CELLS: dict[str, type[_NormRecurrentLayer]] = {"lstm": NormLSTMLayer, "gru": Nor
 
 
 class RecurrentEncoder(nn.Module):
-    """Token embedding + stacked normalized LSTM/GRU layers; returns per-token features ``[B, T, H]``.
+    """Token embedding (or, for numeric inputs, a linear projection of the ``num_features`` channels) +
+    stacked normalized LSTM/GRU layers; returns per-step features ``[B, T, H]``.
 
     Recurrent layers are causal by construction, so the same encoder serves language modeling.
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         norm: Mapping[str, Any] | str,
         cell: str = "lstm",
         embed_dim: int = 128,
@@ -135,13 +137,21 @@ class RecurrentEncoder(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.1,
         pad_id: int = 0,
+        num_features: int | None = None,
+        input_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"unknown model.cell {cell!r}; accepted: {', '.join(CELLS)}")
+        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
+        check_inputs(vocab_size, num_features, input_batch_norm)
         self.output_dim = hidden_size
         self.causal = True  # a recurrence only sees the past
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id) if vocab_size is not None else None
+        self.input_proj = (
+            FeatureProjection(num_features, embed_dim, input_batch_norm, norm_sync(norm)) if num_features else None
+        )
         sizes = [embed_dim] + [hidden_size] * num_layers
         self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))
         self.drop = nn.Dropout(dropout)
@@ -154,7 +164,7 @@ class RecurrentEncoder(nn.Module):
                 f"at least 2 sequences per training batch, got {tokens.shape[0]}: use data.batch_size >= 2 "
                 "or a norm without batch statistics (norm=layer, norm=rms)"
             )
-        x = self.drop(self.embed(tokens))
+        x = self.drop(self.embed(tokens) if self.embed is not None else self.input_proj(tokens, mask))
         for layer in self.layers:
             x = self.drop(layer(x, mask))
         return x

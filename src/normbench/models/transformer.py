@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normbench.errors import ConfigError
+from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
 from normbench.norms import build_norm
 
 
@@ -66,7 +67,8 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """Token embedding + sinusoidal positions + blocks; returns per-token features ``[B, T, d_model]``.
+    """Token embedding (or, for numeric inputs, a linear projection of the ``num_features`` channels) +
+    sinusoidal positions + blocks; returns per-token features ``[B, T, d_model]``.
 
     ``causal=True`` makes it a decoder for language modeling (each position sees only the past);
     the padding mask keeps padded keys out of every attention row either way.
@@ -74,7 +76,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         norm: Mapping[str, Any] | str,
         d_model: int = 128,
         n_heads: int = 4,
@@ -84,17 +86,26 @@ class TransformerEncoder(nn.Module):
         pre_norm: bool = True,
         causal: bool = False,
         pad_id: int = 0,
+        num_features: int | None = None,
+        input_batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
+        check_inputs(vocab_size, num_features, input_batch_norm)
         self.causal = causal
         self.output_dim = d_model
-        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        # N(0, 1/d_model) so that the sqrt(d_model) scaling in forward gives unit-scale token codes, the scale
-        # of the position codes: with nn.Embedding's N(0, 1) they were 11x larger at d_model=128 and drowned the
-        # positions, which a causal LM needs (it stalled near a bigram model's 3.6 bits per character)
-        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
-        with torch.no_grad():
-            self.embed.weight[pad_id].zero_()
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id) if vocab_size is not None else None
+        self.input_proj = (
+            FeatureProjection(num_features, d_model, input_batch_norm, norm_sync(norm)) if num_features else None
+        )
+        if self.embed is not None:
+            # N(0, 1/d_model) so that the sqrt(d_model) scaling in forward gives unit-scale token codes, the scale
+            # of the position codes: with nn.Embedding's N(0, 1) they were 11x larger at d_model=128 and drowned
+            # the positions, which a causal LM needs (it stalled near a bigram model's 3.6 bits per character)
+            nn.init.normal_(self.embed.weight, std=d_model**-0.5)
+            with torch.no_grad():
+                self.embed.weight[pad_id].zero_()
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_heads, d_ff, dropout, norm, pre_norm) for _ in range(n_layers)
         )
@@ -108,10 +119,13 @@ class TransformerEncoder(nn.Module):
         return self.positions[:length]
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """``mask=None`` says every position is real (no padding): attention then needs no mask tensor and
-        can use its fused causal kernels (flash attention on GPUs)."""
+        """``tokens[B, T]`` ids, or ``features[B, T, F]`` for numeric inputs. ``mask=None`` says every position
+        is real (no padding): attention then needs no mask tensor and can use its fused causal kernels (flash
+        attention on GPUs)."""
         length = tokens.shape[1]
-        x = self.drop(self.embed(tokens) * math.sqrt(self.output_dim) + self._positions(length))
+        # numeric features: their projection, at whatever scale the inputs have (what input_scale measures)
+        x = self.embed(tokens) * math.sqrt(self.output_dim) if self.embed is not None else self.input_proj(tokens, mask)
+        x = self.drop(x + self._positions(length))
         attn_mask, is_causal = None, self.causal
         if mask is not None:
             attn_mask, is_causal = mask[:, None, None, :], False
