@@ -88,7 +88,13 @@ class LanguageModelingDataModule(SequenceDataModule):
         bucket: bool = False,
         bucket_pool: int = 50,
         name: str | None = None,
+        max_len: int | None = None,
     ) -> None:
+        if max_len is not None:  # a scale's cut of classification snippets (scale=gpu sets 80)
+            raise ConfigError(
+                f"data.max_len={max_len!r} is a classification option; a language model's windows are "
+                "data.seq_len long: set data.max_len=null and change data.seq_len"
+            )
         super().__init__(
             batch_size=batch_size,
             num_workers=num_workers,
