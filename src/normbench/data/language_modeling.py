@@ -89,6 +89,7 @@ class LanguageModelingDataModule(SequenceDataModule):
         bucket_pool: int = 50,
         name: str | None = None,
         max_len: int | None = None,
+        eval_tokens: int | None = None,
     ) -> None:
         if max_len is not None:  # a scale's cut of classification snippets (scale=gpu sets 80)
             raise ConfigError(
@@ -110,6 +111,9 @@ class LanguageModelingDataModule(SequenceDataModule):
         self.tokenizer_kind = tokenizer_kind(tokenizer)
         self.lowercase = bool(lowercase)
         self.train_windows = None if train_windows is None else positive_int("train_windows", train_windows)
+        # validation and test on the first eval_tokens tokens of their splits (None: all): the instruments
+        # evaluate the validation split again at every validation, in batches of the training batch size
+        self.eval_tokens = None if eval_tokens is None else positive_int("eval_tokens", eval_tokens, minimum=2)
         self.tokenizer = None
 
     # --- hook for subclasses -------------------------------------------------------------------
@@ -137,6 +141,8 @@ class LanguageModelingDataModule(SequenceDataModule):
             lowercase=self.lowercase,
         )
         streams = {split: self._stream(lines[split]) for split in SPLITS}
+        if self.eval_tokens is not None:
+            streams.update({split: streams[split][: self.eval_tokens + 1] for split in ("val", "test")})
         if len(streams["train"]) <= self.seq_len:
             raise DataError(
                 f"{self.name or type(self).__name__}: the train split has {len(streams['train'])} tokens, "
