@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -302,8 +303,12 @@ def check_trainer_keys(trainer: Mapping[str, Any]) -> None:
             raise refuse("trainer.precision", trainer["precision"], ", ".join(precisions))
 
 
+def _close(key: str, candidates: list[str], cutoff: float = 0.6) -> list[str]:
+    return difflib.get_close_matches(key, candidates, n=1, cutoff=cutoff)
+
+
 def _nearest(key: str, accepted: list[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+    close = _close(key, accepted)
     return f"; did you mean {prefix}{close[0]}?" if close else f"; accepted: {', '.join(prefix + a for a in accepted)}"
 
 
@@ -343,10 +348,10 @@ def check_override_keys(argv: list[str], config_dir: Path) -> None:
         with initialize_config_dir(str(config_dir), version_base="1.3", job_name="check"):
             compose(args.config_name or "train", composing)
     except Exception as err:  # noqa: BLE001  (only the struct error is ours to explain; Hydra reports the rest)
-        cause = err.__cause__
-        if type(cause).__name__ != "ConfigAttributeError" or "is not in struct" not in str(cause):
+        cause, named = err.__cause__, re.match(r"Could not override '([^']+)'", str(err))
+        if named is None or "is not in struct" not in str(cause):
             return
-        unknown = getattr(cause, "full_key", None)
+        unknown = named[1]
     if not unknown:
         return
     with initialize_config_dir(str(config_dir), version_base="1.3", job_name="check"):
@@ -354,8 +359,11 @@ def check_override_keys(argv: list[str], config_dir: Path) -> None:
         known = [k for k, _ in flat_items(OmegaConf.to_container(compose(args.config_name or "train", groups)))]
     value = next((o.value() for o in overrides if o.key_or_group == unknown), None)
     parent = unknown.rsplit(".", 1)[0] if "." in unknown else ""
-    siblings = [k for k in known if k.rsplit(".", 1)[0] == parent] if parent else [k for k in known if "." not in k]
-    close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+    siblings = [k for k in known if "." in k and k.rsplit(".", 1)[0] == parent]
+    siblings = siblings or list(dict.fromkeys(k.split(".", 1)[0] for k in known))  # an unknown section: the sections
+    leaf = unknown.rsplit(".", 1)[-1]
+    close = [f"{parent}.{m}" if parent else m for m in _close(leaf, [k.rsplit(".", 1)[-1] for k in siblings])]
+    close = close or _close(unknown, known, cutoff=0.8)  # a misspelt section (trainr.max_steps)
     hint = f"did you mean {close[0]}?" if close else f"accepted: {', '.join(siblings)}"
     raise ConfigError(
         f"{unknown}={_shown(value)} is unknown: the config has no key {unknown}; {hint} (+{unknown}=... adds a new key)"
