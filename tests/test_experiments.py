@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from normbench.dirnames import short_dirname
+from normbench.norms import build_norm
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -42,7 +43,8 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
         model = OmegaConf.to_container(job.model, resolve=True)
         model.pop("compile")  # a switch for train.py, not an encoder argument
         encoder = instantiate(model, vocab_size=50, norm=OmegaConf.to_container(job.norm, resolve=True))
-        assert encoder.output_dim > 0
+        assert encoder.output_dim == model.get("d_model", model.get("hidden_size"))  # the configured width
+        assert {type(m).__name__ for m in encoder.modules()} >= {type(build_norm(job.norm.name, 4)).__name__}
     assert cfg.trainer.max_epochs <= 4 and cfg.checkpoint.every_n_steps == 0  # the CPU scale
 
 

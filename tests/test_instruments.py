@@ -1,6 +1,7 @@
 """The instruments: exact invariances of the probes, and every instrument's metrics in a real training run."""
 
 import copy
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from normbench.data.mr import MRPolarityDataModule
 from normbench.errors import NonFiniteError
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norms import batch_stat_norms
 from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.task import SequenceClassifier
 
@@ -137,8 +139,14 @@ def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path
     assert [step for step, _ in fluctuation] == list(range(1, 2 * steps_per_epoch + 1, 5))
     assert fluctuation[-1][1] == pytest.approx(float(logged["stats/mean_dist"]))
     assert [step for step, _ in gap] == [steps_per_epoch, 2 * steps_per_epoch]  # one point per validation
-    for key in ["stats/mean_dist", "stats/var_dist", "stats/encoder.layers.0.norm_cell/var_dist", "grad_norm/total"]:
-        assert float(logged[key]) > 0, key
+    norm_layers = [name for name, _ in batch_stat_norms(trainer.lightning_module)]
+    for kind in ("mean_dist", "var_dist"):  # the layer average of the per-layer distances, logged together
+        layers = [float(logged[f"stats/{name}/{kind}"]) for name in norm_layers]
+        assert len(layers) >= 3 and all(value > 0 for value in layers)
+        assert float(logged[f"stats/{kind}"]) == pytest.approx(sum(layers) / len(layers), rel=1e-6)
+    per_layer = [float(v) for k, v in logged.items() if k.startswith("grad_norm/") and k != "grad_norm/total"]
+    assert len(per_layer) >= 3 and all(value > 0 for value in per_layer)  # the layers partition the parameters
+    assert float(logged["grad_norm/total"]) == pytest.approx(math.sqrt(sum(v * v for v in per_layer)), rel=1e-5)
     assert float(logged["probe/partner_dependence"]) > 0
     assert float(logged["probe/causal_leak"]) == 0.0  # per-step statistics never see the future
     gap = float(logged["val/acc_batch_stats"]) - float(logged["val/acc"])
