@@ -77,6 +77,27 @@ def test_causal_leak_probe_in_a_causal_transformer(norm: str, leaks: bool) -> No
     assert leak > 1e-4 if leaks else leak == 0.0
 
 
+@pytest.mark.parametrize(("norm", "leaks"), [("layer", False), ("rms", False), ("batch_step", False), ("batch", True)])
+def test_causal_leak_probe_at_every_position_and_offset(norm: str, leaks: bool) -> None:
+    """Every position at the offsets a leak of a single step reaches (a causal mask shifted by one lets t see
+    t + 1, and t + 2 through the two layers), so such a leak is read wherever it happens."""
+    model = _transformer(norm, causal=True)
+    length = 8
+    tokens, _ = _batch(6, length, seed=4, ragged=False)
+    with batch_statistics_mode(model):
+        read = {
+            (position, offset): causal_leak(model, tokens, position=position, offset=offset, vocab_size=VOCAB)
+            for position in range(length - 1)
+            for offset in (1, 2)
+            if position + offset < length
+        }
+    assert len(read) == 2 * length - 3
+    if leaks:  # statistics over the time axis carry every later token back to every earlier position
+        assert min(read.values()) > 1e-6, read
+    else:
+        assert set(read.values()) == {0.0}, {k: v for k, v in read.items() if v}
+
+
 def test_first_non_finite_module_names_the_layer() -> None:
     model = _transformer("layer")
     with torch.no_grad():
