@@ -236,6 +236,25 @@ def test_a_dir_holding_a_finished_run_is_refused_unless_resuming(tmp_path: Path,
     assert (tmp_path / "run" / "results.json").read_bytes() == before and not (tmp_path / "new").exists()
 
 
+def test_a_directory_is_refused_as_a_local_data_file(tmp_path: Path, capsys) -> None:
+    config = _composed(["data=local", f"data.path={tmp_path}"])
+    line = _one_error_line(capsys, lambda: validate_config(config))
+    assert line == (
+        f"data.path='{tmp_path}' is out of range; accepted: a file (.csv, .tsv, .jsonl, or plain text for language "
+        "modeling), not a directory"
+    )
+
+
+def test_a_stop_for_non_finite_weights_says_whether_a_checkpoint_is_kept(tmp_path: Path) -> None:
+    from normbench.checkpointing import _what_is_kept
+
+    assert _what_is_kept(tmp_path / "checkpoints") == "no earlier checkpoint was written, so none is kept"
+    (tmp_path / "checkpoints").mkdir()
+    assert _what_is_kept(tmp_path / "checkpoints") == "no earlier checkpoint was written, so none is kept"
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert _what_is_kept(tmp_path / "checkpoints") == f"{tmp_path / 'checkpoints'} keeps the last finite ones"
+
+
 @pytest.mark.parametrize(
     ("record", "error", "message"),
     [

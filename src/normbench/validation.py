@@ -274,6 +274,11 @@ def check_cross_fields(config: Mapping[str, Any]) -> None:
         raise refuse("data.min_len", data["min_len"], f"an integer <= data.max_len={data['max_len']}")
     if trainer.get("max_epochs") == -1 and trainer.get("max_steps", -1) == -1:
         raise refuse("trainer.max_epochs", -1, "an integer >= 1, or -1 together with trainer.max_steps >= 1")
+    path = data.get("path")
+    if str(data.get("_target_", "")).endswith("local_datamodule") and path and Path(path).expanduser().is_dir():
+        raise refuse(
+            "data.path", path, "a file (.csv, .tsv, .jsonl, or plain text for language modeling), not a directory"
+        )
     betas = optim.get("betas")
     if betas is not None and not (
         isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
