@@ -245,6 +245,17 @@ def test_a_directory_is_refused_as_a_local_data_file(tmp_path: Path, capsys) -> 
     )
 
 
+def test_a_text_file_as_ckpt_path_is_refused_naming_the_option(tmp_path: Path, capsys) -> None:
+    from normbench.checkpointing import check_checkpoint
+
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    line = _one_error_line(capsys, lambda: check_checkpoint(tmp_path / "notes.txt", {}))
+    assert line == (
+        f"checkpoint {tmp_path / 'notes.txt'} cannot be read (UnpicklingError); it may be truncated or not a "
+        "checkpoint; accepted as ckpt_path: a .ckpt file written by normbench"
+    )
+
+
 def test_a_stop_for_non_finite_weights_says_whether_a_checkpoint_is_kept(tmp_path: Path) -> None:
     from normbench.checkpointing import _what_is_kept
 
