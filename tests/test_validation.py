@@ -245,6 +245,23 @@ def test_a_directory_is_refused_as_a_local_data_file(tmp_path: Path, capsys) -> 
     )
 
 
+def test_a_table_of_nul_bytes_is_refused_without_printing_them(tmp_path: Path) -> None:
+    from normbench.data.local import read_table
+    from normbench.errors import DataError
+
+    (tmp_path / "nul.csv").write_bytes(b"\x00" * 4000)
+    with pytest.raises(DataError) as refused:
+        read_table(tmp_path / "nul.csv", "csv", "text", "label")
+    assert str(refused.value) == (
+        f"{tmp_path / 'nul.csv'}: not a text table (NUL bytes in its first line); "
+        "accepted: a UTF-8 file with a header row"
+    )
+    (tmp_path / "wide.csv").write_text(",".join(f"c{i}" for i in range(30)) + "\n" + ",".join("x" * 30) + "\n")
+    with pytest.raises(DataError) as refused:
+        read_table(tmp_path / "wide.csv", "csv", "text", "label")
+    assert str(refused.value).endswith("columns: " + ", ".join(f"c{i}" for i in range(20)) + " and 10 more")
+
+
 def test_a_text_file_as_ckpt_path_is_refused_naming_the_option(tmp_path: Path, capsys) -> None:
     from normbench.checkpointing import check_checkpoint
 
