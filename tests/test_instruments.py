@@ -77,8 +77,17 @@ def test_causal_leak_probe_in_a_causal_transformer(norm: str, leaks: bool) -> No
     assert leak > 1e-4 if leaks else leak == 0.0
 
 
+@pytest.fixture
+def one_thread():
+    """Many tiny forward passes: one torch thread (two threads on two busy cores are ~30x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(("norm", "leaks"), [("layer", False), ("rms", False), ("batch_step", False), ("batch", True)])
-def test_causal_leak_probe_at_every_position_and_offset(norm: str, leaks: bool) -> None:
+def test_causal_leak_probe_at_every_position_and_offset(norm: str, leaks: bool, one_thread) -> None:
     """Every position at the offsets a leak of a single step reaches (a causal mask shifted by one lets t see
     t + 1, and t + 2 through the two layers), so such a leak is read wherever it happens."""
     model = _transformer(norm, causal=True)
