@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def main() -> None:
     for model in args.models.split(","):
         for norm in args.norms.split(","):
             run_dir = out / f"{model}-{norm}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a re-measurement: train.py refuses a finished run's dir
             start, cpu_start = time.perf_counter(), _children_cpu_s()
             cmd = [sys.executable, str(ROOT / "train.py"), f"model={model}", f"norm={norm}", f"hydra.run.dir={run_dir}"]
             proc = subprocess.run(cmd + overrides, capture_output=True, text=True)

@@ -9,8 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The caller's environment without its W&B/Hydra settings, with this tree's ``src`` first on PYTHONPATH:
+    the subprocess runs in ``tmp_path``, where a relative PYTHONPATH (or none) would import the installed
+    normbench instead of the code under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
     env["NORMBENCH_CACHE"] = str(tmp_path / "cache")
+    inherited = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(ROOT / "src"), *inherited]))
     return env
 
 

@@ -33,6 +33,12 @@ def error_lines(stderr: str) -> list[str]:
         (["model=lstmm"], f"model=lstmm is unknown; accepted: {_options('model')}", None),
         (["data=imbd"], f"data=imbd is unknown; accepted: {_options('data')}", None),
         (["data.batch_size=0"], "data.batch_size=0 is out of range; accepted: an integer >= 1", "ConfigError"),
+        (
+            ["norm.epss=1e-3"],
+            "norm.epss=0.001 is unknown: the config has no key norm.epss; did you mean norm.eps? "
+            "(+norm.epss=... adds a new key)",
+            None,
+        ),
         (["data.max_len=0"], "data.max_len=0 is out of range; accepted: an integer >= 1", "ConfigError"),
         (["data.path={tmp}/nope.txt"], "{tmp}/nope.txt: data file not found", "DataError"),
         (["data.path={tmp}/empty.txt"], "{tmp}/empty.txt: data file is empty", "DataError"),
@@ -60,6 +66,7 @@ def test_bad_input_is_one_error_line_without_stack_trace(
 ) -> None:
     (tmp_path / "empty.txt").write_bytes(b"\r\n")
     (tmp_path / "a_file").write_text("not a directory")
+    earlier = _finished_run(tmp_path / "earlier")
     run_dir = tmp_path / "run"
     args = [a.format(tmp=tmp_path) for a in args]
     defaults = [f"data.path={mr_file}", f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
@@ -72,6 +79,7 @@ def test_bad_input_is_one_error_line_without_stack_trace(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert error_lines(proc.stderr) == [f"error: {message.format(tmp=tmp_path)}"], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    assert _snapshot(tmp_path / "earlier") == earlier  # no earlier result changed
     results_file = run_dir / "results.json"
     if recorded is None:  # refused before any job started: nothing was created
         assert not run_dir.exists() and not (tmp_path / "sweep").exists()
@@ -79,6 +87,35 @@ def test_bad_input_is_one_error_line_without_stack_trace(
         results = json.loads(results_file.read_text())
         assert results["status"] == "failed"
         assert results["error"] == f"{recorded}: {message.format(tmp=tmp_path)}"
+
+
+def _finished_run(run_dir: Path) -> dict[str, bytes]:
+    """A finished run's files (as a run leaves them: results.json with status ok, its .hydra config)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (run_dir / "results.json").write_text(json.dumps({"status": "ok", "metrics": {"val/acc": 0.75}}))
+    return _snapshot(run_dir)
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_a_run_into_the_dir_of_a_finished_run_is_refused_before_anything_is_written(
+    mr_file: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    before = _finished_run(run_dir)
+    proc = train(
+        [*SMALL, f"data.path={mr_file}", f"hydra.run.dir={run_dir}", "data.batch_size=0"], tmp_path, check=False
+    )
+
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert error_lines(proc.stderr) == [
+        f"error: hydra.run.dir={run_dir} holds a finished run ({run_dir / 'results.json'}, status ok) that this run "
+        "would overwrite; keep it and continue with resume=true, or choose another dir with hydra.run.dir=<dir>"
+    ]
+    assert _snapshot(run_dir) == before
 
 
 def test_hydra_full_error_shows_the_stack_trace(mr_file: Path, tmp_path: Path) -> None:

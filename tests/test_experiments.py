@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from normbench.dirnames import short_dirname
+from normbench.norms import build_norm
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -44,7 +45,8 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
         numeric = job.data._target_.endswith("NumericSequenceDataModule")  # features through an input projection
         inputs = {"vocab_size": None, "num_features": 12} if numeric else {"vocab_size": 50}
         encoder = instantiate(model, norm=OmegaConf.to_container(job.norm, resolve=True), **inputs)
-        assert encoder.output_dim > 0
+        assert encoder.output_dim == model.get("d_model", model.get("hidden_size"))  # the configured width
+        assert {type(m).__name__ for m in encoder.modules()} >= {type(build_norm(job.norm.name, 4)).__name__}
     # the CPU scale; input_scale's 10 epochs of a 216-case set are 130 steps, one epoch of the default task
     assert cfg.trainer.max_epochs <= (10 if name == "input_scale" else 4) and cfg.checkpoint.every_n_steps == 0
 

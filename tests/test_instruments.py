@@ -1,6 +1,7 @@
 """The instruments: exact invariances of the probes, and every instrument's metrics in a real training run."""
 
 import copy
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from normbench.data.mr import MRPolarityDataModule
 from normbench.errors import NonFiniteError
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norms import batch_stat_norms
 from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.task import SequenceClassifier
 
@@ -73,6 +75,36 @@ def test_causal_leak_probe_in_a_causal_transformer(norm: str, leaks: bool) -> No
     with batch_statistics_mode(model):
         leak = causal_leak(model, tokens, position=4, offset=3, vocab_size=VOCAB)
     assert leak > 1e-4 if leaks else leak == 0.0
+
+
+@pytest.fixture
+def one_thread():
+    """Many tiny forward passes: one torch thread (two threads on two busy cores are ~30x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("norm", "leaks"), [("layer", False), ("rms", False), ("batch_step", False), ("batch", True)])
+def test_causal_leak_probe_at_every_position_and_offset(norm: str, leaks: bool, one_thread) -> None:
+    """Every position at the offsets a leak of a single step reaches (a causal mask shifted by one lets t see
+    t + 1, and t + 2 through the two layers), so such a leak is read wherever it happens."""
+    model = _transformer(norm, causal=True)
+    length = 8
+    tokens, _ = _batch(6, length, seed=4, ragged=False)
+    with batch_statistics_mode(model):
+        read = {
+            (position, offset): causal_leak(model, tokens, position=position, offset=offset, vocab_size=VOCAB)
+            for position in range(length - 1)
+            for offset in (1, 2)
+            if position + offset < length
+        }
+    assert len(read) == 2 * length - 3
+    if leaks:  # statistics over the time axis carry every later token back to every earlier position
+        assert min(read.values()) > 1e-6, read
+    else:
+        assert set(read.values()) == {0.0}, {k: v for k, v in read.items() if v}
 
 
 def test_first_non_finite_module_names_the_layer() -> None:
@@ -137,8 +169,14 @@ def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path
     assert [step for step, _ in fluctuation] == list(range(1, 2 * steps_per_epoch + 1, 5))
     assert fluctuation[-1][1] == pytest.approx(float(logged["stats/mean_dist"]))
     assert [step for step, _ in gap] == [steps_per_epoch, 2 * steps_per_epoch]  # one point per validation
-    for key in ["stats/mean_dist", "stats/var_dist", "stats/encoder.layers.0.norm_cell/var_dist", "grad_norm/total"]:
-        assert float(logged[key]) > 0, key
+    norm_layers = [name for name, _ in batch_stat_norms(trainer.lightning_module)]
+    for kind in ("mean_dist", "var_dist"):  # the layer average of the per-layer distances, logged together
+        layers = [float(logged[f"stats/{name}/{kind}"]) for name in norm_layers]
+        assert len(layers) >= 3 and all(value > 0 for value in layers)
+        assert float(logged[f"stats/{kind}"]) == pytest.approx(sum(layers) / len(layers), rel=1e-6)
+    per_layer = [float(v) for k, v in logged.items() if k.startswith("grad_norm/") and k != "grad_norm/total"]
+    assert len(per_layer) >= 3 and all(value > 0 for value in per_layer)  # the layers partition the parameters
+    assert float(logged["grad_norm/total"]) == pytest.approx(math.sqrt(sum(v * v for v in per_layer)), rel=1e-5)
     assert float(logged["probe/partner_dependence"]) > 0
     assert float(logged["probe/causal_leak"]) == 0.0  # per-step statistics never see the future
     gap = float(logged["val/acc_batch_stats"]) - float(logged["val/acc"])

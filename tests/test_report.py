@@ -320,8 +320,9 @@ def test_bad_input_is_one_line(setup: str, message: str, tmp_path: Path, capsys)
     else:
         (tmp_path / "empty" / "sub").mkdir(parents=True)
         args = [str(tmp_path / "empty")]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(args)
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message.format(root=tmp_path)) and len(err.strip().splitlines()) == 1, err
 

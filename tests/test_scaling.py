@@ -139,8 +139,9 @@ def test_ddp_that_reruns_the_script_is_refused_under_a_launcher_that_cannot(hydr
     with pytest.raises(ConfigError, match=refused), ddp_job(cfg.trainer):
         pass
     spawn = hydra_job(["hydra/launcher=joblib", *DDP_CPU, "trainer.strategy=ddp_spawn"])
-    with ddp_job(spawn.trainer):  # spawned processes need no relaunch
-        pass
+    argv, run_dir = list(sys.argv), HydraConfig.get().run.dir
+    with ddp_job(spawn.trainer):  # spawned processes need no relaunch: the command line and run dir stay the sweep's
+        assert sys.argv == argv and HydraConfig.get().run.dir == run_dir
 
 
 def _job_dirs(sweep: Path) -> list[Path]:

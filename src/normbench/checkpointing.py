@@ -46,8 +46,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if bad is not None:
             raise NonFiniteError(
                 f"non-finite weights in {bad} after step {trainer.global_step} (epoch {trainer.current_epoch}): "
-                f"not checkpointed, {Path(filepath).parent} keeps the last finite ones; "
-                "try a lower optim.lr or another norm"
+                f"not checkpointed, {_what_is_kept(Path(filepath).parent)}; try a lower optim.lr or another norm"
             )
         partial = f"{filepath}.partial"
         trainer.save_checkpoint(partial, self.save_weights_only)
@@ -58,6 +57,13 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+
+def _what_is_kept(directory: Path) -> str:
+    """What a stop for non-finite weights leaves: the earlier checkpoints, or none when none was written yet."""
+    if directory.is_dir() and any(directory.glob("*.ckpt")):
+        return f"{directory} keeps the last finite ones"
+    return "no earlier checkpoint was written, so none is kept"
 
 
 class RandomStateCheckpoint(Callback):
@@ -125,7 +131,10 @@ def check_checkpoint(path: Path, identity: dict[str, Any]) -> None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True).get("normbench")
     except Exception as err:  # noqa: BLE001  (any unreadable file gets the same one-line answer)
-        raise ConfigError(f"checkpoint {path} cannot be read ({type(err).__name__}); it may be truncated") from None
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}); it may be truncated or not a checkpoint; "
+            "accepted as ckpt_path: a .ckpt file written by normbench"
+        ) from None
     if not isinstance(saved, dict):
         raise ConfigError(f"checkpoint {path} was not written by normbench (no run identity in it)")
     differing = [key for key in IDENTITY_KEYS if saved.get(key) != identity.get(key)]

@@ -7,6 +7,7 @@ options of each group from the config directory, so it knows every option a user
 
 from __future__ import annotations
 
+from argparse import Namespace
 from pathlib import Path
 
 from hydra._internal.utils import get_args_parser
@@ -42,23 +43,30 @@ def _chosen(override: Override) -> list[str]:
     return [str(v) for v in values if v is not None]
 
 
-def check_group_choices(argv: list[str], config_dir: Path) -> None:
-    """Raise `ConfigError` for a command-line override that selects an option a config group lacks.
-
-    Anything this cannot read for sure (malformed overrides, extra search paths, other commands)
-    is left to Hydra, which reports it itself.
-    """
+def parse_command_line(argv: list[str]) -> tuple[Namespace, list[Override]] | None:
+    """Hydra's own reading of a command line that composes this config (its arguments and overrides), or
+    None for anything this cannot read for sure (malformed overrides, extra search paths, other commands):
+    that is left to Hydra, which reports it itself."""
     if any(arg.split("=")[0] in _NOT_COMPOSING for arg in argv):
-        return
+        return None
     parser = get_args_parser()
     parser.exit_on_error = False
     try:
         args, _ = parser.parse_known_args(argv)
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception:  # noqa: BLE001  (Hydra gives its own message for a malformed command line)
-        return
+        return None
     if any(o.key_or_group.startswith("hydra.searchpath") for o in overrides):
+        return None
+    return args, overrides
+
+
+def check_group_choices(argv: list[str], config_dir: Path) -> None:
+    """Raise `ConfigError` for a command-line override that selects an option a config group lacks."""
+    parsed = parse_command_line(argv)
+    if parsed is None:
         return
+    args, overrides = parsed
     options = group_options([config_dir] + ([Path(args.config_dir)] if args.config_dir else []))
     for override in overrides:
         group = override.key_or_group

@@ -40,14 +40,43 @@ class JobsFailedError(NormbenchError):
     """Jobs of a multirun failed; each one's results.json says ``status: failed`` with its error."""
 
 
+def one_line(err: BaseException) -> str:
+    """``Type: message`` on one line, every line of the message kept (Hydra's wrappers put the reason on
+    the second line: "Error in call to target 'X':" / "ZeroDivisionError(...)")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {' '.join(lines)}"
+
+
+def _is_lightning_misconfiguration(err: BaseException) -> bool:
+    return any(cls.__name__ == "MisconfigurationException" for cls in type(err).__mro__)
+
+
 def user_error(err: BaseException | None) -> NormbenchError | None:
     """The `NormbenchError` behind ``err``, if any: Hydra's ``instantiate`` wraps errors raised in
-    constructors (``data.batch_size=0``) in its own exception, with the user's error as the cause."""
+    constructors (``data.batch_size=0``) in its own exception, with the user's error as the cause.
+    Lightning's ``MisconfigurationException`` (a Trainer argument it refuses) is a user error too."""
+    chain = []
     while err is not None:
         if isinstance(err, NormbenchError):
             return err
+        chain.append(err)
         err = err.__cause__
-    return None
+    refused = next((e for e in chain if _is_lightning_misconfiguration(e)), None)
+    return ConfigError(f"Lightning refused the config: {one_line(refused)}") if refused else None
+
+
+@contextmanager
+def instantiating(section: str) -> Iterator[None]:
+    """Around Hydra's ``instantiate`` of a config section: a constructor that refuses its arguments (Hydra's
+    ``InstantiationException`` around the reason) becomes one `ConfigError` naming the section and the reason."""
+    try:
+        yield
+    except Exception as err:
+        if user_error(err) is not None or type(err).__name__ != "InstantiationException":
+            raise
+        reason = one_line(err.__cause__) if err.__cause__ is not None else one_line(err)
+        target = str(err).splitlines()[0].removeprefix("Error in call to target ").rstrip(":")
+        raise ConfigError(f"{section}: cannot build {target} from this config: {reason}") from err
 
 
 @contextmanager

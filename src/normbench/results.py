@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -18,18 +19,58 @@ RESULTS_FILE = "results.json"
 TRACKED_PACKAGES = ("torch", "lightning", "hydra-core", "torchmetrics", "tokenizers", "wandb", "normbench")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN/inf float replaced by None: strict JSON (RFC 8259) has no NaN, and parsers
+    other than Python's reject the bare ``NaN`` that ``json.dump`` writes by default."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def _file_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` gives every other file of the run (mkstemp's is 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file in the same folder, then rename over the target (atomic on POSIX)."""
+    """Write strict JSON to a temp file in the same folder, then rename over the target (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            json.dump(strict_json(payload), handle, indent=2, sort_keys=False, default=str, allow_nan=False)
             handle.write("\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_earned(record: dict[str, Any]) -> None:
+    """Raise unless the run earned its numbers: at least one optimizer step, and every final metric finite
+    (a NaN that no callback stopped, e.g. with ``callbacks=none``, is a failed run, not a result)."""
+    from normbench.errors import ConfigError, NonFiniteError
+
+    if record.get("global_step") == 0:
+        raise ConfigError(
+            "trainer.max_epochs/trainer.max_steps/trainer.limit_train_batches gave 0 training steps, so the "
+            "metrics would be the untrained model's; accepted: a budget of at least one step (check "
+            "data.batch_size against the training set too)"
+        )
+    bad = {key: value for key, value in record.get("metrics", {}).items() if not math.isfinite(value)}
+    if bad:
+        listed = ", ".join(f"{key}={value}" for key, value in bad.items())
+        raise NonFiniteError(
+            f"non-finite metrics after training ({listed}; kept as null): the run failed; "
+            "try a lower optim.lr or another norm"
+        )
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:

@@ -14,9 +14,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.choices import check_group_choices
-from normbench.errors import ConfigError, user_error, user_errors_as_one_line
-from normbench.results import RESULTS_FILE, git_commit, library_versions, read_results, timed, write_json_atomic
+from normbench.errors import ConfigError, instantiating, one_line, user_error, user_errors_as_one_line
+from normbench.results import (
+    RESULTS_FILE,
+    check_earned,
+    git_commit,
+    library_versions,
+    read_results,
+    timed,
+    write_json_atomic,
+)
 from normbench.scaling import compile_encoder, ddp_job, is_global_zero, trainer_config
+from normbench.validation import check_override_keys, validate_config
 
 #: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
 INSTRUMENT_PREFIXES = (
@@ -99,7 +108,8 @@ def build_datamodule(cfg: DictConfig):
     """The configured datamodule, prepared and set up for fitting."""
     from hydra.utils import instantiate
 
-    datamodule = instantiate(cfg.data)
+    with instantiating("data"):
+        datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -119,12 +129,13 @@ def build_module(cfg: DictConfig, datamodule):
     )
     # the class called directly, not through instantiate: a norm config of a user's class holds a
     # `_target_` of its own, which instantiate would try to build without its num_features
-    encoder = get_class(model_options.pop("_target_"))(
-        norm=OmegaConf.to_container(cfg.norm, resolve=True),
-        pad_id=datamodule.pad_id,
-        **inputs,
-        **model_options,
-    )
+    with instantiating("model"):
+        encoder = get_class(model_options.pop("_target_"))(
+            norm=OmegaConf.to_container(cfg.norm, resolve=True),
+            pad_id=datamodule.pad_id,
+            **inputs,
+            **model_options,
+        )
     compile_encoder(encoder, compile_option)
     return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
 
@@ -195,7 +206,8 @@ def fit_and_evaluate(
     tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
     with timed(timings, "logger"):
         logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
-    instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    with instantiating("callbacks"):
+        instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     stopper = early_stopping_callback(cfg.get("early_stopping"), module.monitor)
     checkpoints = checkpoint_callbacks(
         run_dir, cfg.checkpoint.every_n_steps, cfg.checkpoint.save_best, module.monitor, keep_best=stopper is not None
@@ -205,14 +217,15 @@ def fit_and_evaluate(
     callbacks = [*([RichProgressBar()] if bar else []), step_timer, *instruments, *checkpoints]
     callbacks += [stopper] if stopper else []
     callbacks += [LearningRateMonitor("step")] if logger else []
-    trainer = instantiate(
-        trainer_options,
-        default_root_dir=str(run_dir),
-        logger=logger if logger else False,
-        callbacks=callbacks,
-        enable_checkpointing=bool(checkpoints),
-        enable_progress_bar=bar,
-    )
+    with instantiating("trainer"):
+        trainer = instantiate(
+            trainer_options,
+            default_root_dir=str(run_dir),
+            logger=logger if logger else False,
+            callbacks=callbacks,
+            enable_checkpointing=bool(checkpoints),
+            enable_progress_bar=bar,
+        )
     with timed(timings, "fit"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     final_logged = logged_instruments(trainer)
@@ -279,12 +292,13 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         return finished
     record: dict[str, Any] = {"status": "running", **summary, "output_dir": str(run_dir)}
     try:
+        validate_config(OmegaConf.to_container(cfg, resolve=True))  # every value, before anything is built
         with ddp_job(cfg.trainer):
             record.update(fit_and_evaluate(cfg, run_dir, summary, timings))
+        check_earned(record)  # zero steps or a non-finite metric: a failed run, whatever callbacks are on
         record["status"] = "ok"
     except BaseException as err:
-        shown = user_error(err) or err
-        record.update(status="failed", error=f"{type(shown).__name__}: {shown}".splitlines()[0])
+        record.update(status="failed", error=one_line(user_error(err) or err))
         raise
     finally:
         with timed(timings, "logger_finish"):
@@ -333,6 +347,7 @@ def main(config_dir: str | os.PathLike | None = None) -> None:
     config_path = str(Path(config_dir or os.environ.get("NORMBENCH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve())
     with user_errors_as_one_line():
         check_group_choices(sys.argv[1:], Path(config_path))
+        check_override_keys(sys.argv[1:], Path(config_path))
     hydra.main(version_base="1.3", config_path=config_path, config_name="train")(_task_reporting_user_errors)()
 
 

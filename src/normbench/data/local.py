@@ -31,8 +31,18 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: header columns a missing-column error lists (a binary file's "header" can be thousands of bytes)
+SHOWN_COLUMNS = 20
+
+
 def _missing_column(path: Path, role: str, name: str, columns: Sequence[str]) -> DataError:
-    return DataError(f"{path}: no column {name!r} (data.{role}_column); columns: {', '.join(map(str, columns))}")
+    if any("\x00" in str(column) for column in columns):
+        return DataError(
+            f"{path}: not a text table (NUL bytes in its first line); accepted: a UTF-8 file with a header row"
+        )
+    shown = [c if len(c) <= 40 else c[:37] + "..." for c in map(str, columns[:SHOWN_COLUMNS])]
+    more = f" and {len(columns) - SHOWN_COLUMNS} more" if len(columns) > SHOWN_COLUMNS else ""
+    return DataError(f"{path}: no column {name!r} (data.{role}_column); columns: {', '.join(shown)}{more}")
 
 
 def read_table(path: Path, fmt: str, text_column: str, label_column: str) -> list[tuple[str, str]]:
