@@ -161,7 +161,11 @@ def early_stopping_callback(options: Any, monitor: tuple[str, str]):
     from lightning.pytorch.callbacks import EarlyStopping
 
     min_delta = options.get("min_delta", 0.0)
-    return EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=patience, min_delta=float(min_delta))
+    # strict=False: a run whose step cap ends it before its first validation has nothing to stop on; it is
+    # then evaluated on its last weights (results.json: early_stopping.best null)
+    return EarlyStopping(
+        monitor=monitor[0], mode=monitor[1], patience=patience, min_delta=float(min_delta), strict=False
+    )
 
 
 def fit_and_evaluate(
