@@ -197,11 +197,12 @@ def wandb_start_errors() -> tuple[type[Exception], ...]:
     return (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError)
 
 
-def wandb_start_error(err: Exception, mode: str, alternatives: str) -> ConfigError:
-    """One line saying why W&B did not start and how to log in or not log to it."""
+def wandb_start_error(err: Exception, mode: str, alternatives: str, action: str | None = None) -> ConfigError:
+    """One line saying why W&B did not start (or do ``action``) and how to log in or not log to it."""
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ConfigError(
-        f"W&B could not start an {mode} run ({first_line}): run `wandb login` or set WANDB_API_KEY, or {alternatives}"
+        f"W&B could not {action or f'start an {mode} run'} ({first_line}): "
+        f"run `wandb login` or set WANDB_API_KEY, or {alternatives}"
     )
 
 
