@@ -6,13 +6,14 @@ Each entry's description is its ``conf/experiment/<name>.yaml`` composed by Hydr
 (``hydra.sweeper.params``), the instruments it keeps on and the extra evaluations (``evaluate``). Its
 workspace holds the entry's runs grouped by norm and swept setting: the headline metric and the
 instruments over training (mean and min-max over seeds), the final headline metric against each swept
-key and per norm, and the ``job_type=report`` run's summary table and finding. ``--dry-run`` writes the
-workspaces as JSON without a server or an API key.
+key and per norm, and the ``job_type=report`` run's tables, its finding pinned in the runs table.
+``--dry-run`` writes the workspaces as JSON without a server or an API key.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -58,8 +59,10 @@ def entry_names(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
 
 
-def compose_entry(name: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> Any:
-    """The entry's full config, Hydra's part included, as ``python train.py -m experiment=<name>`` composes it."""
+@functools.lru_cache(maxsize=64)
+def compose_entry(name: str, overrides: tuple[str, ...] = (), config_dir: Path = CONFIG_DIR) -> Any:
+    """The entry's full config, Hydra's part included, as ``python train.py -m experiment=<name>`` composes it
+    (read only: one object per arguments)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
@@ -79,7 +82,7 @@ def sweep_values(params: dict[str, str]) -> dict[str, list[str]]:
 
 def describe(name: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> Entry:
     """The entry as its config states it; the headline metric falls back to the report's first default."""
-    cfg = compose_entry(name, overrides, config_dir)
+    cfg = compose_entry(name, tuple(overrides), config_dir)
     groups = {p.name for p in config_dir.iterdir() if p.is_dir()}
     values = sweep_values(dict(cfg.hydra.sweeper.params or {}))
     swept = {
@@ -130,7 +133,7 @@ def workspace(entry: Entry, entity: str, project: str) -> Any:
     ]
     if entry.evaluated:
         final.append(wr.BarPlot(title="test at other settings", metrics=list(entry.evaluated), **spread))
-    report = [wr.WeavePanelSummaryTable(table_name=name) for name in ("finding", "tables/summary")]
+    report = [wr.WeavePanelSummaryTable(table_name=name) for name in ("tables/summary", "tables/runs")]
     return ws.Workspace(
         entity=entity,
         project=project,
@@ -141,7 +144,10 @@ def workspace(entry: Entry, entity: str, project: str) -> Any:
             ws.Section(name="report run (python -m normbench.report --wandb)", panels=report, is_open=True),
         ],
         runset_settings=ws.RunsetSettings(
-            filters=[expr.Metric("Group") == entry.name], groupby=[expr.Config(k) for k in entry.group_by]
+            filters=[expr.Metric("Group") == entry.name],
+            groupby=[expr.Config(k) for k in entry.group_by],
+            # the runs table beside the panels: the report run's finding, every run's final headline metric
+            pinned_columns=["summary:finding", f"summary:{entry.metric}"],
         ),
     )
 
