@@ -132,7 +132,8 @@ def workspace(entry: Entry, entity: str, project: str) -> Any:
         if not key.startswith(GROUPS_KEY)  # a model or data choice has no axis
     ]
     if entry.evaluated:
-        final.append(wr.BarPlot(title="test at other settings", metrics=list(entry.evaluated), **spread))
+        evaluated = [wr.SummaryMetric(m) for m in entry.evaluated]
+        final.append(wr.BarPlot(title="test at other settings", metrics=evaluated, **spread))
     report = [wr.WeavePanelSummaryTable(table_name=name) for name in ("tables/summary", "tables/runs")]
     return ws.Workspace(
         entity=entity,
