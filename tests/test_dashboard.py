@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli import train
+from test_wandb_resume import offline_sweep  # noqa: F401  (the fixture)
+
+from normbench.dashboard import entry_names, main
 
 pytest.importorskip("wandb_workspaces")
-
-from normbench.dashboard import compose_entry, entry_names, main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,30 +49,15 @@ def named_metrics(workspace: dict) -> set[str]:
     return names
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A real offline run with every instrument and the catalogue's extra evaluations on: its config and summary."""
-    from conftest import write_mr_snippets
+@pytest.fixture
+def logged(offline_sweep: Path) -> dict:  # noqa: F811
+    """A real offline run (batch_masked: every instrument on, the catalogue's extra evaluations): config, summary."""
 
-    tmp_path = tmp_path_factory.mktemp("run")
-    data = write_mr_snippets(tmp_path / "mr.txt")
-    configs = [compose_entry(name) for name in entry_names()]
-    lengths = sorted({n for c in configs for n in c.evaluate.lengths})
-    sizes = sorted({n for c in configs for n in c.evaluate.batch_sizes})
-    run_dir = tmp_path / "job"
-    args = [
-        *("model.d_model=32", "model.d_ff=64", "model.n_layers=1", "model.causal=true", "norm=batch_masked"),
-        *("data.batch_size=16", "data.vocab_size=300", "trainer.max_epochs=1", "++trainer.limit_train_batches=4"),
-        *("trainer.log_every_n_steps=1", "callbacks.grad_norms.every_n_steps=1"),
-        *("callbacks.batch_stat_fluctuation.every_n_steps=1", "++trainer.limit_val_batches=2"),
-        f"evaluate.lengths=[{','.join(map(str, lengths))}]",
-        f"evaluate.batch_sizes=[{','.join(map(str, sizes))}]",
-        f"data.path={data}",
-        f"hydra.run.dir={run_dir}",
-    ]
-    train(args, tmp_path)
-    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(wandb_run)]
+    def norm(link: Path) -> str:
+        return json.loads((link.resolve().parents[1] / "results.json").read_text())["norm"]
+
+    (run,) = [link for link in (offline_sweep / "wandb").iterdir() if norm(link) == "batch_masked"]
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run)]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 

@@ -69,7 +69,7 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
         f"hydra.run.dir={run_dir}",
     ]
     _kill_after_a_write_past_the_checkpoint(args, run_dir, tmp_path)
-    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    run_id = (run_dir / "wandb" / "run_id").read_text().strip()
     train([*args, "resume=true"], tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["resumed_from"] and results["global_step"] == 20
@@ -93,11 +93,34 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
     assert_summary_is_results(final["summary"], results)
 
 
-def test_sweep_runs_share_one_wandb_dir_and_read_as_their_results_and_config(mr_file: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    overrides = [*TINY, "trainer.max_epochs=1", "++trainer.limit_train_batches=8", "evaluate.lengths=[8]"]
-    train(["-m", "norm=batch,layer", *overrides, f"data.path={mr_file}", f"hydra.sweep.dir={sweep}"], tmp_path)
+@pytest.fixture(scope="session")
+def offline_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-job multirun (batch_masked, layer) of a causal Transformer logging every instrument at every step,
+    with the catalogue's extra evaluations: the runs the W&B tests read (here and in test_dashboard)."""
+    from conftest import write_mr_snippets
 
+    from normbench.dashboard import compose_entry, entry_names
+
+    tmp_path = tmp_path_factory.getbasetemp() / "offline_sweep"  # one dir: test_dashboard's import finds it made
+    if (tmp_path / "sweep" / "wandb").is_dir():
+        return tmp_path / "sweep"
+    tmp_path.mkdir()
+    data = write_mr_snippets(tmp_path / "mr.txt")
+    configs = [compose_entry(name) for name in entry_names()]
+    lengths = ",".join(map(str, sorted({n for c in configs for n in c.evaluate.lengths})))
+    sizes = ",".join(map(str, sorted({n for c in configs for n in c.evaluate.batch_sizes})))
+    args = [
+        *("-m", "norm=batch_masked,layer", *TINY, "model.causal=true", "trainer.max_epochs=1"),
+        *("++trainer.limit_train_batches=4", "trainer.log_every_n_steps=1", "callbacks.grad_norms.every_n_steps=1"),
+        *("callbacks.batch_stat_fluctuation.every_n_steps=1", f"evaluate.lengths=[{lengths}]"),
+        *(f"evaluate.batch_sizes=[{sizes}]", f"data.path={data}", f"hydra.sweep.dir={tmp_path / 'sweep'}"),
+    ]
+    train(args, tmp_path)
+    return tmp_path / "sweep"
+
+
+def test_sweep_runs_share_one_wandb_dir_and_read_as_their_results_and_config(offline_sweep: Path) -> None:
+    sweep = offline_sweep
     links = sorted((sweep / "wandb").iterdir())
     assert len(links) == 2 and all(link.is_symlink() for link in links)
     seen_norms = set()
@@ -106,8 +129,8 @@ def test_sweep_runs_share_one_wandb_dir_and_read_as_their_results_and_config(mr_
         assert job.parent == sweep and link.resolve().parent == job / "wandb"
         results = json.loads((job / "results.json").read_text())
         run = json.loads(leet(link, "--summary"))
-        assert run["run_id"] == (job / "wandb_run_id").read_text().strip() and run["state"] == "finished"
-        assert "test/acc@len=8" in run["summary"]  # the extra evaluations reach W&B too
+        assert run["run_id"] == (job / "wandb" / "run_id").read_text().strip() and run["state"] == "finished"
+        assert "test/acc@len=16" in run["summary"]  # the extra evaluations reach W&B too
         assert_summary_is_results(run["summary"], results)
 
         hydra_config = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml"), resolve=True)
@@ -120,7 +143,7 @@ def test_sweep_runs_share_one_wandb_dir_and_read_as_their_results_and_config(mr_
         task_overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         fixed = {"model=transformer", f"norm={norm}", "data=mr", "batch_size=16", "seed=0"}
         assert set(run["tags"]) == fixed | {o for o in task_overrides if not o.startswith("data.path=")}
-    assert seen_norms == {"batch", "layer"}
+    assert seen_norms == {"batch_masked", "layer"}
 
     dry = subprocess.run(
         [sys.executable, "-m", "wandb", "sync", "--dry-run", *map(str, links)], capture_output=True, text=True

@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from normbench.errors import ConfigError
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
-#: the job dir's file holding its W&B run id
-RUN_ID_FILE = "wandb_run_id"
+#: the file of the job dir holding its W&B run id (beside W&B's own files)
+RUN_ID_FILE = "wandb/run_id"
 #: Lightning's x-axis key of every logged metric
 STEP_KEY = "trainer/global_step"
 
@@ -130,9 +130,10 @@ def stored_run_id(run_dir: Path) -> str | None:
 
 def store_run_id(run_dir: Path, run_id: str) -> None:
     """Keep the run id in the job dir; written to a temporary name and renamed, so a kill never leaves half."""
-    partial = run_dir / f".{RUN_ID_FILE}.partial"
+    path = run_dir / RUN_ID_FILE
+    partial = path.with_name(f".{path.name}.partial")
     partial.write_text(run_id + "\n")
-    os.replace(partial, run_dir / RUN_ID_FILE)
+    os.replace(partial, path)
 
 
 def run_segments(run_dir: Path, run_id: str) -> list[Path]:
