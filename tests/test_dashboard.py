@@ -132,6 +132,10 @@ def test_gpu_scale_groups_by_the_swept_model_too(tmp_path: Path) -> None:
             "error: --experiment nope is not a catalogue entry; ",
         ),
         (["--dry-run", "--experiment", "ddp"], "error: --dry-run needs --entity"),
+        (
+            ["--dry-run", "--entity", "me", "--scale", "tpu"],
+            "error: --scale tpu is not a scale; accepted: cpu, gpu, none",
+        ),
         (["--entity", "me", "--experiment", "ddp"], "error: W&B could not save the workspaces (No API key"),
     ],
 )

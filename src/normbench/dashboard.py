@@ -170,11 +170,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> list[tuple[Entry, Any]]:
-    """The chosen entries and their workspaces; a name that is no entry is refused."""
+    """The chosen entries and their workspaces; a name that is no entry (or no scale) is refused."""
     names = entry_names()
     for name in args.experiment or []:
         if name not in names:
             raise ConfigError(f"--experiment {name} is not a catalogue entry; accepted: {', '.join(names)}")
+    scales = sorted(p.stem for p in (CONFIG_DIR / "scale").glob("*.yaml"))
+    if args.scale is not None and args.scale not in scales:
+        raise ConfigError(f"--scale {args.scale} is not a scale; accepted: {', '.join(scales)}")
     if args.dry_run and not args.entity:
         raise ConfigError("--dry-run needs --entity (or WANDB_ENTITY): a workspace names its entity")
     overrides = [f"scale={args.scale}"] if args.scale else []
