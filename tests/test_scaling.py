@@ -202,8 +202,9 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
     proc = train([*args, f"data.path={mr_file}", *dirs, "checkpoint.every_n_steps=0"], tmp_path)
 
     assert _entries(tmp_path) == {"cache", mr_file.name, "sweep"}  # no second sweep from a relaunched child
-    jobs = _job_dirs(sweep)
-    assert len(jobs) == 2 and _entries(sweep) == {"multirun.yaml", *(j.name for j in jobs)}
+    jobs = [job for job in _job_dirs(sweep) if job.name != "wandb"]  # sweep/wandb: links to the jobs' W&B runs
+    assert len(jobs) == 2 and _entries(sweep) == {"multirun.yaml", "wandb", *(j.name for j in jobs)}
+    assert sorted(link.resolve().parents[1] for link in (sweep / "wandb").iterdir()) == jobs  # rank 0 only
     run_ids = set()
     for job in jobs:
         results = json.loads((job / "results.json").read_text())

@@ -188,7 +188,7 @@ def fit_and_evaluate(
         )
         from normbench.custom_norm import check_before_data
         from normbench.evaluation import extra_evaluations
-        from normbench.loggers import build_logger
+        from normbench.loggers import build_logger, log_final
 
     trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
     identity = run_identity(cfg, summary)
@@ -208,8 +208,10 @@ def fit_and_evaluate(
     run_name = "-".join(f"{summary[k]}" for k in ("model", "norm")) + f"-bs{summary['batch_size']}-s{cfg.seed}"
     tags = [f"{k}={summary[k]}" for k in ("model", "norm", "data", "batch_size", "seed")]
     tags = list(dict.fromkeys([*tags, *override_tags(), *cfg.tags]))
+    config = {**OmegaConf.to_container(cfg, resolve=True), "choices": _choices()}  # choices: W&B groups by them
+    sweep_dir = Path(HydraConfig.get().sweep.dir) if HydraConfig.get().mode == RunMode.MULTIRUN else None
     with timed(timings, "logger"):
-        logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, OmegaConf.to_container(cfg, resolve=True))
+        logger = build_logger(cfg.get("logger"), run_dir, run_name, tags, config, cfg.resume, sweep_dir)
     with instantiating("callbacks"):
         instruments = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     stopper = early_stopping_callback(cfg.get("early_stopping"), module.monitor)
@@ -254,6 +256,7 @@ def fit_and_evaluate(
         evaluate = cfg.get("evaluate") or {}
         extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
     metrics.update(extra)
+    log_final(logger, {**final_logged, **metrics})  # W&B's summary: results.json's numbers
     series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}
     return {
         "metrics": metrics,
