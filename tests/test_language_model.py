@@ -151,6 +151,24 @@ def test_lm_datamodule_streams_lines_with_eos_and_caches(tmp_path: Path) -> None
     assert torch.equal(again._require()["test"].stream, dm._require()["test"].stream)
 
 
+def test_eval_tokens_cut_validation_and_test_and_the_evaluation_loader_serves_one_window_at_a_time(
+    tmp_path: Path,
+) -> None:
+    full = LinesDataModule(TEXT, seq_len=8, batch_size=2, cache_dir=str(tmp_path))
+    full.setup()
+    dm = LinesDataModule(TEXT, seq_len=8, batch_size=2, cache_dir=str(tmp_path), eval_tokens=10)
+    dm.setup()
+    for split in ("val", "test"):  # the first 10 predicted tokens (11 with the first input)
+        assert torch.equal(dm._require()[split].stream, full._require()[split].stream[:11])
+    assert torch.equal(dm._require()["train"].stream, full._require()["train"].stream)
+    batches = list(dm.evaluation_loader("test", batch_size=1))
+    assert [len(tokens) for tokens, _, _ in batches] == [1, 1] and sum(int(m.sum()) for _, m, _ in batches) == 10
+    with pytest.raises(ConfigError, match=r"^evaluate.lengths=4 needs a classification task"):
+        dm.evaluation_loader("test", max_len=4)
+    with pytest.raises(ConfigError, match=r"^data.max_len=48 is a classification option"):
+        LinesDataModule(TEXT, seq_len=8, max_len=48, cache_dir=str(tmp_path))
+
+
 def test_char_fast_path_encodes_exactly_as_the_tokenizer(tmp_path: Path) -> None:
     text = ["Ünïcode ﬁ ligature, tabs\tand  spaces", "unseen: ~ç€"]
     for lowercase in (True, False):
@@ -204,5 +222,10 @@ def test_lm_learns_and_the_instruments_measure_it(family: str, tmp_path: Path) -
     assert logged["probe/partner_dependence"] > 0 and logged["stats/mean_dist"] > 0
     gap = logged["val/acc_batch_stats"] - logged["val/acc"]
     assert logged["val/train_eval_gap"] == pytest.approx(gap, abs=1e-6)
+    # the same gap in bits per character: the two passes' mean losses (nats per token) over ln 2
+    bits = (logged["val/loss_batch_stats"] - logged["val/loss"]) / math.log(2)
+    assert logged["val/bpc_train_eval_gap"] == pytest.approx(bits, abs=1e-5)
+    assert logged["val/bpc_batch_stats"] == pytest.approx(logged["val/loss_batch_stats"] / math.log(2), rel=1e-6)
+    assert (logged["val/bpc_train_eval_gap"] == 0) == (family == "none")
     # batch norm over [B, T] mixes the future into the past; per-step statistics in a recurrence do not
     assert (logged["probe/causal_leak"] > 0) == (family == "transformer")

@@ -14,6 +14,7 @@ from fake_runs import write_job
 from scipy import stats
 
 from normbench.confidence import Estimate, mean_ci, minimum_detectable_effect, power
+from normbench.index import main as index_main
 from normbench.report import main
 from normbench.selection import main as selection_main
 from normbench.summary import decimals_of, fmt_difference, fmt_with_ci
@@ -195,3 +196,40 @@ def test_selection_cli_prints_the_second_stage_of_each_cell(tmp_path: Path, caps
         selection_main([str(tmp_path / "other")])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == "error: padding: the selection key None is not swept; swept: nothing"
+
+
+def test_index_page_and_the_readme_section_come_from_the_reports(tmp_path: Path, capsys):
+    """Two entries' reports written by the report itself, one old report folder without a finding.json."""
+    for entry in ("small_batch", "causal_leak"):
+        for seed, (a, b) in enumerate([(0.60, 0.70), (0.61, 0.72), (0.59, 0.71)]):
+            for norm, acc in (("batch_masked", a), ("layer", b)):
+                write_job(
+                    tmp_path / "runs" / entry / f"{norm}{seed}",
+                    norm=norm,
+                    seed=seed,
+                    experiment=entry,
+                    metrics={"val/acc": acc},
+                )
+        main([str(tmp_path / "runs" / entry), "--out", str(tmp_path / "findings" / entry)])
+    (tmp_path / "findings" / "padding").mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Findings\n\n<!-- findings:begin -->\nhand-typed\n<!-- findings:end -->\n\nafter\n")
+    capsys.readouterr()
+    index_main([str(tmp_path / "findings"), "--readme", str(readme)])
+
+    page = (tmp_path / "findings" / "README.md").read_text()
+    record = json.loads((tmp_path / "findings" / "small_batch" / "finding.json").read_text())[0]
+    assert f"| small_batch | {record['sentence']} | clear of zero (95% CI), in the literature's direction | 6 |" in page
+    assert "[summary](small_batch/summary.md)" in page and "[summary](causal_leak/summary.md)" in page
+    assert "Not yet reported with a finding.json (reports from before the protocol): padding." in page
+    text = readme.read_text()
+    assert "hand-typed" not in text and text.endswith("<!-- findings:end -->\n\nafter\n")
+    assert "[summary](findings/small_batch/summary.md)" in text  # links relative to the README
+
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit) as stop:
+        index_main([str(tmp_path / "findings"), "--readme", str(readme)])
+    assert (
+        stop.value.code == 2
+        and "has no <!-- findings:begin --> ... <!-- findings:end --> markers" in capsys.readouterr().err
+    )

@@ -26,6 +26,7 @@ HEADLINE_INSTRUMENTS = (
     "probe/causal_leak",
     "stats/mean_dist",
     "stats/var_dist",
+    "grad_norm/max_total",
 )
 
 
