@@ -21,8 +21,8 @@ from normbench.report import FINDINGS_FILE
 
 BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 VERDICTS = {
-    "clear": "clear of zero (95% CI), in the literature's direction",
-    "against": "clear of zero, against the literature's direction",
+    "clear": "clear of zero (95% CI), batch statistics on the worse side",
+    "against": "clear of zero (95% CI), batch statistics on the better side",
     "no CI": "one seed: no CI",
 }
 

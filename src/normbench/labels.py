@@ -20,6 +20,8 @@ METRICS = {
     "acc_batch_stats": "accuracy with batch statistics",
     "loss_batch_stats": "loss with batch statistics",
     "train_eval_gap": "train-eval gap (acc. batch − running stats)",
+    "bpc_batch_stats": "bits per character with batch statistics",
+    "bpc_train_eval_gap": "bits per character, batch − running statistics",
     "causal_leak": "causal leak (largest change of earlier outputs)",
     "partner_dependence": "batch-partner dependence (logit std)",
     "mean_dist": "batch mean's distance from running",
