@@ -174,9 +174,11 @@ def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path
         layers = [float(logged[f"stats/{name}/{kind}"]) for name in norm_layers]
         assert len(layers) >= 3 and all(value > 0 for value in layers)
         assert float(logged[f"stats/{kind}"]) == pytest.approx(sum(layers) / len(layers), rel=1e-6)
-    per_layer = [float(v) for k, v in logged.items() if k.startswith("grad_norm/") and k != "grad_norm/total"]
+    totals = ("grad_norm/total", "grad_norm/max_total")
+    per_layer = [float(v) for k, v in logged.items() if k.startswith("grad_norm/") and k not in totals]
     assert len(per_layer) >= 3 and all(value > 0 for value in per_layer)  # the layers partition the parameters
     assert float(logged["grad_norm/total"]) == pytest.approx(math.sqrt(sum(v * v for v in per_layer)), rel=1e-5)
+    assert float(logged["grad_norm/max_total"]) >= float(logged["grad_norm/total"])  # the largest of all steps
     assert float(logged["probe/partner_dependence"]) > 0
     assert float(logged["probe/causal_leak"]) == 0.0  # per-step statistics never see the future
     gap = float(logged["val/acc_batch_stats"]) - float(logged["val/acc"])

@@ -203,7 +203,8 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
 
     assert _entries(tmp_path) == {"cache", mr_file.name, "sweep"}  # no second sweep from a relaunched child
     jobs = [job for job in _job_dirs(sweep) if job.name != "wandb"]  # sweep/wandb: links to the jobs' W&B runs
-    assert len(jobs) == 2 and _entries(sweep) == {"multirun.yaml", "wandb", *(j.name for j in jobs)}
+    progress = {"sweep_progress.json", ".sweep_progress.json.lock"}  # normbench.sweep_progress, in the parent
+    assert len(jobs) == 2 and _entries(sweep) == {"multirun.yaml", "wandb", *progress, *(j.name for j in jobs)}
     assert sorted(link.resolve().parents[1] for link in (sweep / "wandb").iterdir()) == jobs  # rank 0 only
     run_ids = set()
     for job in jobs:
@@ -216,7 +217,8 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
         run_ids.add(run["id"])
     assert {json.loads((j / "results.json").read_text())["norm"] for j in jobs} == {"batch_masked", "layer"}
     assert len(run_ids) == 2
-    assert len([line for line in proc.stdout.splitlines() if line.startswith("normbench:")]) == 2
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("normbench: model=")]
+    assert len(summaries) == 2  # one summary line per job, from rank 0 (the sweep's progress lines aside)
 
 
 # --- launchers ------------------------------------------------------------------------------------------

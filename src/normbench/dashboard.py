@@ -97,13 +97,20 @@ def describe(name: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG
     return Entry(cfg.experiment_name, metric, swept, group_by, instruments, _evaluated(metric, cfg.evaluate))
 
 
+def _logged_in_training(metric: str) -> str:
+    """A test metric is logged once, after training; over training its validation twin is drawn."""
+    return "val/" + metric.removeprefix("test/") if metric.startswith("test/") and "@" not in metric else metric
+
+
 def _callback(instrument: str) -> str | None:
     return next((cb for prefix, cb in INSTRUMENT_CALLBACKS.items() if instrument.startswith(prefix)), None)
 
 
 def _evaluated(metric: str, evaluate: Any) -> tuple[str, ...]:
-    """The extra test metrics (normbench.evaluation) of the headline metric's kind, e.g. ``test/acc@len=32``."""
+    """The extra test metrics (normbench.evaluation) of the headline metric's kind, e.g. ``test/acc@len=32``;
+    the evaluations measure accuracy and loss only, so another headline (``val/bpc_train_eval_gap``) gets loss."""
     leaf = metric_leaf(metric).removesuffix("_batch_stats")
+    leaf = leaf if leaf in ("acc", "loss") else "loss"
     names = [f"test/{leaf}@len={n}" for n in evaluate.lengths or []]
     for size in evaluate.batch_sizes or []:
         names += [f"test/{leaf}@eval_batch={size}", f"test/{leaf}_batch_stats@eval_batch={size}"]
@@ -118,7 +125,8 @@ def workspace(entry: Entry, entity: str, project: str) -> Any:
 
     spread = {"groupby_aggfunc": "mean", "groupby_rangefunc": "minmax"}
     over_training = [
-        wr.LinePlot(title=f"{m} over training", x=STEP, y=[m], **spread) for m in (entry.metric, *entry.instruments)
+        wr.LinePlot(title=f"{m} over training", x=STEP, y=[m], **spread)
+        for m in (_logged_in_training(entry.metric), *entry.instruments)
     ]
     final = [wr.BarPlot(title=f"final {entry.metric} per norm", metrics=[wr.SummaryMetric(entry.metric)], **spread)]
     final += [

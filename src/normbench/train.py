@@ -140,6 +140,11 @@ def build_module(cfg: DictConfig, datamodule):
     return build_task(datamodule, encoder, **OmegaConf.to_container(cfg.optim, resolve=True))
 
 
+def _trained_in_spawned_processes(trainer) -> bool:
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return type(launcher).__name__ == "_MultiProcessingLauncher" and trainer.world_size > 1
+
+
 def logged_instruments(trainer) -> dict[str, float]:
     """The instruments' last logged values (see `INSTRUMENT_PREFIXES`)."""
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
@@ -263,7 +268,8 @@ def fit_and_evaluate(
         "instruments": final_logged,
         "series": series,
         "evaluation_notes": notes,
-        "global_step": trainer.global_step,
+        # ddp_spawn trains in spawned processes: this one's step counter stays 0, so the count is unknown here
+        "global_step": None if _trained_in_spawned_processes(trainer) else trainer.global_step,
         "train_step_s": step_timer.median(),  # median wall seconds of a training step
         "world_size": trainer.world_size,  # processes; the global batch is world_size x data.batch_size
         "epochs": epochs,
