@@ -332,6 +332,7 @@ def test_cli_trains_a_numeric_task_and_records_convergence_and_gradient_peak(toy
     train(args, tmp_path)
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] == "ok" and record["config"]["norm"]["input_batch_norm"] is True
+    assert record["norm"] == "input_batch"  # its own entry in a comparison, not the `none` it builds inside
     model = RecurrentEncoder(None, "none", embed_dim=8, hidden_size=8, num_features=3, input_batch_norm=True)
     head = 8 * 2 + 2  # 8 features -> 2 classes
     assert record["num_params"] == sum(p.numel() for p in model.parameters()) + head  # the input norm is in it

@@ -52,9 +52,12 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     from normbench.custom_norm import norm_label
 
     choices = _choices()
+    norm = OmegaConf.to_container(cfg.norm)
     return {
         "model": choices.get("model"),
-        "norm": norm_label(OmegaConf.to_container(cfg.norm)) or choices.get("norm"),
+        # a user's class (norm._target_) by its name or class; a built-in by its option (norm=input_batch
+        # builds norm `none` inside the network, but is its own entry in a comparison)
+        "norm": (norm_label(norm) if "_target_" in norm else None) or choices.get("norm"),
         "data": choices.get("data"),
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
