@@ -21,8 +21,8 @@ from normbench.report import FINDINGS_FILE
 
 BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 VERDICTS = {
-    "clear": "clear of zero (95% CI), batch statistics on the worse side",
-    "against": "clear of zero (95% CI), batch statistics on the better side",
+    "clear": "clear of zero (95% CI)",
+    "against": "clear of zero (95% CI), batch statistics ahead of the per-token norm",
     "no CI": "one seed: no CI",
 }
 

@@ -79,6 +79,7 @@ UNITS = {
     "partner_dependence": "(logit std across batch mates)",
     "var_dist": "(RMS distance of the variances)",
     "mean_dist": "(RMS distance of the means)",
+    "steps_to_target": "steps",
 }
 
 
