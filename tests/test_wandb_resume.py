@@ -60,7 +60,7 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
         *TINY,
         "norm=batch_masked",
         "callbacks=none",  # the instruments' summary is the sweep test's
-        "trainer.max_epochs=1",
+        "trainer.max_epochs=3",  # 60 steps: enough that an idle machine cannot finish before the kill
         "++trainer.limit_train_batches=20",
         "trainer.log_every_n_steps=1",  # every step reaches W&B
         "checkpoint.every_n_steps=10",
@@ -72,7 +72,8 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
     run_id = (run_dir / "wandb" / "run_id").read_text().strip()
     train([*args, "resume=true"], tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["resumed_from"] and results["global_step"] == 20
+    steps_total = 3 * 20
+    assert results["resumed_from"] and results["global_step"] == steps_total
 
     segments = sorted((run_dir / "wandb").glob("offline-run-*"))  # the killed start, then the resumed one
     assert [seg.name.rsplit("-", 1)[1] for seg in segments] == [run_id, run_id]
@@ -85,8 +86,8 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
 
     assert train_steps(killed)[-1] >= 10, "the kill came after steps past the checkpoint (step 10), trained again"
     steps = train_steps(rows)
-    assert steps == sorted(set(steps)) and steps[-1] == 19, "each training step logged once, in order"
-    assert train_steps(resumed) == list(range(train_steps(killed)[-1] + 1, 20))
+    assert steps == sorted(set(steps)) and steps[-1] == steps_total - 1, "each training step logged once, in order"
+    assert train_steps(resumed) == list(range(train_steps(killed)[-1] + 1, steps_total))
 
     final = json.loads(leet(segments[-1], "--summary"))
     assert (final["run_id"], final["state"], final["exit_code"]) == (run_id, "finished", 0)
