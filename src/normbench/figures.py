@@ -26,7 +26,7 @@ from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 from normbench.confidence import mean_ci  # noqa: E402
 from normbench.labels import metric_words, setting_words  # noqa: E402
 from normbench.norms import NORMS  # noqa: E402
-from normbench.runs import Run  # noqa: E402
+from normbench.runs import Run, configured  # noqa: E402
 from normbench.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
 
 GAP_METRIC = "val/train_eval_gap"
@@ -323,6 +323,46 @@ def series_over_training(fi: FigureInput) -> list[Path]:
     return [_save(fig, fi.path("series"))]
 
 
+def series_by_contrast(fi: FigureInput) -> list[Path]:
+    """The entry's ``report.series`` (input_scale: ``convergence/val_acc``) over training in a grid: a row per
+    value of its ``report.contrast`` key, a column per model and value of the other swept keys, a line per
+    norm; a figure a reader can take in where the series figure would draw every setting in one panel."""
+    name, contrast = configured(fi.runs, "report.series"), configured(fi.runs, "report.contrast")
+    if name is None or contrast is None:
+        raise SkipFigure("the config names no report.series and report.contrast")
+    runs = [r for r in fi.ok_runs if r.series().get(name) and contrast in r.settings]
+    if not runs:
+        raise SkipFigure(f"no finished run carries the series {name} and the swept {contrast}")
+    others = [k for k in fi.swept if k not in (contrast, "model")]
+
+    def column(run: Run) -> tuple:
+        return (run.model, *(run.settings.get(k) for k in others))
+
+    rows = sorted({r.settings[contrast] for r in runs}, key=str)
+    columns = sorted({column(r) for r in runs}, key=str)
+    fig = Figure(figsize=(3.6 * len(columns), 2.8 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(columns), squeeze=False, sharex=True, sharey=True)
+    fig.suptitle(f"{fi.experiment}: {metric_words(name)} over training, a row per {setting_words(contrast)}")
+    for i, value in enumerate(rows):
+        for j, col in enumerate(columns):
+            lines: dict[str, tuple[str, dict[float, list[float]]]] = {}
+            for run in (r for r in runs if r.settings[contrast] == value and column(r) == col):
+                for step, point in run.series()[name]:
+                    lines.setdefault(run.norm, (run.norm, defaultdict(list)))[1][step].append(point)
+            _draw_lines(axes[i][j], lines)
+            where = ", ".join(f"{setting_words(k)} {v}" for k, v in zip(others, col[1:], strict=True))
+            axes[i][j].set_title(
+                f"{col[0]}{', ' + where if where else ''}\n{setting_words(contrast)} {value}", fontsize=8
+            )
+            axes[i][j].set(xlabel=setting_words("step") if i == len(rows) - 1 else "")
+            axes[i][j].set(ylabel=metric_words(name) if j == 0 else "")
+    for i, row in enumerate(axes):  # one legend, beside the top-right panel: the norms are the same in each
+        for j, ax in enumerate(row):
+            if (i, j) != (0, len(columns) - 1):
+                ax.legend(handles=[], frameon=False)
+    return [_save(fig, fi.path(f"{name}-by-{contrast}"))]
+
+
 def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -> Path:
     """Bars per norm (grouped by the other settings), CI error bars; a row per metric, a panel per model."""
     has = lambda r: any(m in r.values() for m in metrics)  # noqa: E731
@@ -380,6 +420,7 @@ FIGURE_KINDS: dict[str, Callable[[FigureInput], list[Path]]] = {
     "train-eval gap vs batch size": train_eval_gap_vs_batch_size,
     "metric vs evaluation setting": metric_at_settings,
     "instruments over training": series_over_training,
+    "series by contrast": series_by_contrast,
     "causal-leak probe": causal_leak,
     "local vs synced statistics": sync_comparison,
 }
