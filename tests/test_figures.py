@@ -111,3 +111,43 @@ def test_a_bar_of_height_zero_is_marked(tmp_path: Path, monkeypatch) -> None:
     (ax,) = saved[0].axes
     assert [(t.get_text(), t.xy) for t in ax.texts] == [("0", (1.0, 0))]  # above layer's bar only
     assert ax.get_ylabel().replace("\n", " ") == "causal leak (largest change of earlier outputs)"
+
+
+def test_series_by_contrast_is_a_grid_of_a_row_per_contrast_value_and_one_legend(tmp_path: Path, monkeypatch) -> None:
+    report = {"report.series": "convergence/val_acc", "report.contrast": "data.input_transform"}
+    for transform, start in (("none", 0.2), ("standardize", 0.6)):
+        for scales in ("null", "[1,100]"):
+            for norm, lift in (("none", 0.0), ("layer", 0.05)):
+                for seed in (0, 1):
+                    write_job(
+                        tmp_path / f"{transform}-{scales}-{norm}-{seed}",
+                        norm=norm,
+                        seed=seed,
+                        experiment="input_scale",
+                        metrics={"val/acc": start},
+                        series={"convergence/val_acc": [[1, start + lift], [2, start + lift + 0.1 + seed / 100]]},
+                        extra_overrides={"data.input_transform": transform, "data.channel_scales": scales},
+                        config_changes=report,
+                    )
+    runs = load_runs([tmp_path])
+    saved: list[Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or path)
+    fi = FigureInput("input_scale", runs, sweep_settings(runs), "val/acc", tmp_path / "out")
+    (png,) = figures.series_by_contrast(fi)
+    assert png.name == "input_scale-convergence_val_acc-by-data.input_transform.png"
+    (fig,) = saved
+    axes = fig.axes
+    assert len(axes) == 2 * 2  # rows: none, standardize; columns: the two channel scales (one model)
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].endswith("input transform none") and titles[2].endswith("input transform standardize")
+    assert all("channel scales" in t for t in titles)
+    legends = [ax.get_legend() for ax in axes]
+    labelled = [leg for leg in legends if leg is not None and leg.get_texts()]
+    assert len(labelled) == 0  # _save (stubbed here) draws the one legend, beside the top-right panel
+    assert [ax.get_legend_handles_labels()[1] for ax in axes][1] == ["none", "layer"]
+    (first,) = [c for c in axes[0].containers if c.get_label() == "layer"]
+    assert list(first.lines[0].get_ydata()) == pytest.approx([0.25, 0.355])  # mean over the two seeds
+
+    runs_without = load_runs([tmp_path / "none-null-none-0"])
+    with pytest.raises(figures.SkipFigure, match="no finished run carries the series"):
+        figures.series_by_contrast(FigureInput("input_scale", runs_without, [], "val/acc", tmp_path / "out"))
