@@ -73,13 +73,18 @@ def check_earned(record: dict[str, Any]) -> None:
         )
 
 
-def read_results(run_dir: Path) -> dict[str, Any] | None:
-    """A job dir's results record, or None when it has none (yet) or it cannot be read."""
+def read_json_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing, unreadable or not an object."""
     try:
-        record = json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+        record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """A job dir's results record, or None when it has none (yet) or it cannot be read."""
+    return read_json_record(Path(run_dir) / RESULTS_FILE)
 
 
 def failed_jobs(sweep_dir: Path) -> tuple[int, dict[str, str]]:

@@ -8,7 +8,6 @@ for jobs run one at a time and side by side alike.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,7 @@ from filelock import FileLock
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from normbench.results import write_json_atomic
+from normbench.results import read_json_record, write_json_atomic
 
 PROGRESS_FILE = "sweep_progress.json"
 
@@ -72,11 +71,7 @@ def finish(sweep_dir: Path, now: float | None = None) -> dict[str, Any] | None:
 
 
 def read(sweep_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((Path(sweep_dir) / PROGRESS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_record(Path(sweep_dir) / PROGRESS_FILE)
 
 
 def _summarise(record: dict[str, Any], now: float) -> None:
