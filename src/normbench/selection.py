@@ -104,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     from normbench.errors import NormbenchError
-    from normbench.runs import by_experiment, check_comparable, load_runs, sweep_settings
-    from normbench.summary import group_runs, primary_metric
+    from normbench.report import analyse
+    from normbench.runs import load_runs
 
     parser = argparse.ArgumentParser(prog="python -m normbench.selection", description=main.__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="the first stage's sweep dirs")
@@ -113,18 +113,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--select-on", help="the metric to choose on (default: the headline's val/ twin)")
     args = parser.parse_args(argv)
     try:
-        for name, members in by_experiment(load_runs(args.dirs)).items():
-            swept = sweep_settings(members)
-            check_comparable(name, members, swept)
-            key = args.select or configured(members, "report.select")
-            if key is None or key not in swept:
-                raise NormbenchError(
-                    f"{name}: the selection key {key} is not swept; swept: {', '.join(swept) or 'nothing'}"
-                )
-            metric = selection_metric(members, primary_metric(members), args.select_on)
-            if metric is None:
-                raise NormbenchError(f"{name}: no finished run reports a metric to choose on")
-            for choice in select(group_runs(members), key, metric)[1]:
+        for rep in analyse(load_runs(args.dirs), select_key=args.select, select_on=args.select_on):
+            key = args.select or configured(rep.runs, "report.select")
+            if key is None or key not in rep.swept:
+                swept = ", ".join(rep.swept) or "nothing"
+                raise NormbenchError(f"{rep.name}: the selection key {key} is not swept; swept: {swept}")
+            if not rep.choices:
+                raise NormbenchError(f"{rep.name}: no finished run reports a metric to choose on")
+            for choice in rep.choices:
                 print(" ".join(choice.overrides()))
     except NormbenchError as err:
         print(f"error: {err}", file=sys.stderr)
