@@ -349,16 +349,14 @@ def series_by_contrast(fi: FigureInput) -> list[Path]:
             for run in (r for r in runs if r.settings[contrast] == value and column(r) == col):
                 for step, point in run.series()[name]:
                     lines.setdefault(run.norm, (run.norm, defaultdict(list)))[1][step].append(point)
-            _draw_lines(axes[i][j], lines)
+            ax = axes[i][j]
+            _draw_lines(ax, lines)
             where = ", ".join(f"{setting_words(k)} {v}" for k, v in zip(others, col[1:], strict=True))
-            axes[i][j].set_title(
-                f"{col[0]}{', ' + where if where else ''}\n{setting_words(contrast)} {value}", fontsize=8
+            ax.set_title(f"{col[0]}{', ' + where if where else ''}\n{setting_words(contrast)} {value}", fontsize=8)
+            ax.set(
+                xlabel=setting_words("step") if i == len(rows) - 1 else "", ylabel=metric_words(name) if j == 0 else ""
             )
-            axes[i][j].set(xlabel=setting_words("step") if i == len(rows) - 1 else "")
-            axes[i][j].set(ylabel=metric_words(name) if j == 0 else "")
-    for i, row in enumerate(axes):  # one legend, beside the top-right panel: the norms are the same in each
-        for j, ax in enumerate(row):
-            if (i, j) != (0, len(columns) - 1):
+            if (i, j) != (0, len(columns) - 1):  # one legend, beside the top-right panel: the same norms in each
                 ax.legend(handles=[], frameon=False)
     return [_save(fig, fi.path(f"{name}-by-{contrast}"))]
 
