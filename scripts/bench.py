@@ -40,7 +40,7 @@ from normbench.bench.timing import clock_name, use_clock
 from normbench.errors import NormbenchError
 from normbench.norms import NORMS
 from normbench.results import git_commit, library_versions
-from normbench.train import DEFAULT_CONFIG_DIR, build_datamodule
+from normbench.run.train import DEFAULT_CONFIG_DIR, build_datamodule
 
 SECTIONS = ("lightning", "norms", "throughput", "data", "sweep", "scaleout")
 #: scaleout starts one job per variant (4-5 per model, DDP processes among them): asked for by name only

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: accuracy and the instruments' final values (normbench.callbacks), as results.json holds them
+#: accuracy and the instruments' final values (normbench.instruments.callbacks), as results.json holds them
 COLUMNS = [
     "val/acc",
     "test/acc",

@@ -4,7 +4,7 @@
 # survives is a bug those tests would not catch. Prints the score (killed / all mutants) at the end.
 #
 #   pip install -e ".[dev,mutation]" && scripts/mutation.sh              # the modules below
-#   scripts/mutation.sh src/normbench/probes.py                          # or the ones given
+#   scripts/mutation.sh src/normbench/instruments/probes.py                          # or the ones given
 #   mutmut show <id>                                                     # a survivor's diff
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +13,7 @@ export PYTHONPATH="$root/src" NORMBENCH_CACHE="${NORMBENCH_CACHE:-/tmp/normbench
 
 modules=("$@")
 if [ ${#modules[@]} -eq 0 ]; then
-  modules=(src/normbench/norms.py src/normbench/probes.py src/normbench/checkpointing.py src/normbench/confidence.py)
+  modules=(src/normbench/norms.py src/normbench/instruments/probes.py src/normbench/run/checkpointing.py src/normbench/report/confidence.py)
 fi
 paths="$(IFS=,; echo "${modules[*]}")"
 # the fast tests that exercise these modules (the slow, end-to-end ones would take days over every mutant)

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from normbench.train import build_module
+from normbench.run.train import build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_TASKS = "mr,shakespeare_char,listops,parity,recall"

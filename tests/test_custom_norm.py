@@ -11,9 +11,9 @@ import torch
 from cli import ROOT, train
 from torch import nn
 
-from normbench import probes, scorecard
 from normbench.custom_norm import CustomNorm
 from normbench.errors import ConfigError
+from normbench.instruments import probes, scorecard
 from normbench.norms import build_norm
 
 TESTS = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_wandb_resume import offline_sweep  # noqa: F401  (the fixture)
 
-from normbench.dashboard import compose_entry, entry_names, main
+from normbench.report.dashboard import compose_entry, entry_names, main
 
 pytest.importorskip("wandb_workspaces")
 

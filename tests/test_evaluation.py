@@ -7,10 +7,10 @@ import torch
 
 from normbench.data import MRPolarityDataModule
 from normbench.errors import ConfigError
-from normbench.evaluation import extra_evaluations
+from normbench.instruments.evaluation import extra_evaluations
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
-from normbench.task import SequenceClassifier
+from normbench.run.task import SequenceClassifier
 
 
 def _datamodule(mr_file: Path, tmp_path: Path, **kwargs) -> MRPolarityDataModule:

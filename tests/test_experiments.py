@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from normbench.dirnames import short_dirname
+from normbench.cli.dirnames import short_dirname
 from normbench.norms import build_norm
 
 ROOT = Path(__file__).resolve().parents[1]

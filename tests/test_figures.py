@@ -9,10 +9,10 @@ from fake_runs import write_job
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from normbench import figures
-from normbench.figures import FigureInput, _draw_lines, _save
-from normbench.labels import metric_words, setting_words
-from normbench.runs import load_runs, sweep_settings
+from normbench.report import figures
+from normbench.report.figures import FigureInput, _draw_lines, _save
+from normbench.report.labels import metric_words, setting_words
+from normbench.report.runs import load_runs, sweep_settings
 
 #: the train-eval gap by norm: three norms exactly 0 at every batch size (no batch statistics in eval)
 GAPS = {

@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from normbench.callbacks import (
+from normbench.data.mr import MRPolarityDataModule
+from normbench.errors import NonFiniteError
+from normbench.instruments.callbacks import (
     BatchPartnerDependence,
     BatchStatFluctuation,
     CausalLeakProbe,
@@ -18,13 +20,11 @@ from normbench.callbacks import (
     NonFiniteGuard,
     TrainEvalGap,
 )
-from normbench.data.mr import MRPolarityDataModule
-from normbench.errors import NonFiniteError
+from normbench.instruments.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
 from normbench.norms import batch_stat_norms
-from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
-from normbench.task import SequenceClassifier
+from normbench.run.task import SequenceClassifier
 
 VOCAB = 40
 

@@ -12,14 +12,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchmetrics.text import Perplexity
 
-from normbench.callbacks import BatchPartnerDependence, BatchStatFluctuation, CausalLeakProbe, TrainEvalGap
 from normbench.data.collate import IGNORE_INDEX, pad_lm_collate
 from normbench.data.language_modeling import LanguageModelingDataModule, WindowDataset
 from normbench.data.tokenizer import encode_texts, load_or_train_tokenizer
 from normbench.errors import ConfigError
+from normbench.instruments.callbacks import BatchPartnerDependence, BatchStatFluctuation, CausalLeakProbe, TrainEvalGap
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
-from normbench.task import LanguageModel, build_task
+from normbench.run.task import LanguageModel, build_task
 
 # a bigram model over 4 symbols: P(next | previous), rows sum to 1
 BIGRAM = [[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1], [0.05, 0.05, 0.6, 0.3]]

@@ -13,11 +13,11 @@ from conftest import write_mr_snippets
 from fake_runs import write_job
 from scipy import stats
 
-from normbench.confidence import Estimate, mean_ci, minimum_detectable_effect, power
-from normbench.index import main as index_main
-from normbench.report import main
-from normbench.selection import main as selection_main
-from normbench.summary import decimals_of, fmt_difference, fmt_with_ci
+from normbench.report.confidence import Estimate, mean_ci, minimum_detectable_effect, power
+from normbench.report.index import main as index_main
+from normbench.report.pipeline import main
+from normbench.report.selection import main as selection_main
+from normbench.report.summary import decimals_of, fmt_difference, fmt_with_ci
 
 PROTOCOL = {"report": {"select": "optim.lr", "metric": "test/acc", "flat_over": "data.batch_size"}}
 

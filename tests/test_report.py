@@ -15,8 +15,8 @@ from fake_runs import write_job
 from scipy import stats
 from wandb_files import offline_run
 
-from normbench.confidence import difference_ci, mean_ci
-from normbench.report import main
+from normbench.report.confidence import difference_ci, mean_ci
+from normbench.report.pipeline import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T_975 = {

@@ -19,7 +19,9 @@ from wandb_files import offline_run
 
 from normbench.data.sampling import ResumableRandomSampler
 from normbench.errors import ConfigError
-from normbench.scaling import compile_encoder, ddp_job, resolve_precision, trainer_config
+from normbench.models.compile import compile_encoder
+from normbench.run.ddp import ddp_job
+from normbench.run.trainer import resolve_precision, trainer_config
 
 TINY = [
     "model.d_model=32",
@@ -203,7 +205,7 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
 
     assert _entries(tmp_path) == {"cache", mr_file.name, "sweep"}  # no second sweep from a relaunched child
     jobs = [job for job in _job_dirs(sweep) if job.name != "wandb"]  # sweep/wandb: links to the jobs' W&B runs
-    progress = {"sweep_progress.json", ".sweep_progress.json.lock"}  # normbench.sweep_progress, in the parent
+    progress = {"sweep_progress.json", ".sweep_progress.json.lock"}  # normbench.cli.sweep_progress, in the parent
     assert len(jobs) == 2 and _entries(sweep) == {"multirun.yaml", "wandb", *progress, *(j.name for j in jobs)}
     assert sorted(link.resolve().parents[1] for link in (sweep / "wandb").iterdir()) == jobs  # rank 0 only
     run_ids = set()
@@ -245,7 +247,7 @@ def test_joblib_launcher_runs_a_sweep_in_parallel_processes(mr_file: Path, tmp_p
 
 def _tiny_classifier(norm: str):
     from normbench.models.transformer import TransformerEncoder
-    from normbench.task import SequenceClassifier
+    from normbench.run.task import SequenceClassifier
 
     torch.manual_seed(0)
     encoder = TransformerEncoder(50, {"name": norm}, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)

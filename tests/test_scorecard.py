@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from normbench import scorecard
-from normbench.distributed_probe import synced_vs_joined
+from normbench.instruments import scorecard
+from normbench.instruments.distributed_probe import synced_vs_joined
 
 TINY = {
     "transformer": ["model.d_model=16", "model.n_heads=2", "model.d_ff=32", "model.n_layers=1"],
@@ -42,7 +42,9 @@ def _scores(tmp_path: Path, mr_file: Path, model: str, norms: list[str]) -> dict
     args = [f"norm={','.join(norms)}", f"model={model}", *TINY[model], *data, "--warmup-batches=3"]
     scorecard.main([*args, "--out", str(out)])
     record = json.loads((out / "scorecard.json").read_text())
-    assert record["command"].startswith(f"python -m normbench.scorecard norm={','.join(norms)} model={model}")
+    assert record["command"].startswith(
+        f"python -m normbench.instruments.scorecard norm={','.join(norms)} model={model}"
+    )
     rows = list(csv.DictReader((out / "scorecard.csv").open()))
     assert len(rows) == len(record["scores"]) == 6 * len(norms)  # every property but the opt-in distributed one
     markdown = (out / "scorecard.md").read_text().splitlines()

@@ -10,8 +10,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from normbench import sweep_progress
-from normbench.hydra_callbacks import SweepProgress
+from normbench.cli import sweep_progress
+from normbench.cli.hydra_callbacks import SweepProgress
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

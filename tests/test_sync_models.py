@@ -22,7 +22,7 @@ MODELS = ["lstm/batch_masked", "transformer/batch_step", "transformer/batch"]
 def _classifier(name: str, sync: bool):
     from normbench.models.rnn import RecurrentEncoder
     from normbench.models.transformer import TransformerEncoder
-    from normbench.task import SequenceClassifier
+    from normbench.run.task import SequenceClassifier
 
     model, norm = name.split("/")
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ from normbench.data.synthetic import (
 )
 from normbench.errors import ConfigError
 from normbench.models.rnn import RecurrentEncoder
-from normbench.task import SequenceClassifier
+from normbench.run.task import SequenceClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

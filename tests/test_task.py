@@ -7,7 +7,7 @@ import torch
 
 from normbench.errors import ConfigError
 from normbench.models.transformer import TransformerEncoder
-from normbench.task import SequenceClassifier, masked_mean, warmup_cosine
+from normbench.run.task import SequenceClassifier, masked_mean, warmup_cosine
 
 
 def test_masked_mean_ignores_padding_values() -> None:

@@ -98,7 +98,7 @@ def test_threads_option_sets_torch_threads_and_refuses_bad_values():
     import torch
 
     from normbench.errors import ConfigError
-    from normbench.train import set_threads
+    from normbench.run.train import set_threads
 
     before = torch.get_num_threads()
     try:

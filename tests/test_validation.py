@@ -1,4 +1,4 @@
-"""Every value checked at start-up (normbench.validation), in-process: the composed config of a bad command line
+"""Every value checked at start-up (normbench.run.validation), in-process: the composed config of a bad command line
 is refused with exit code 2 and exactly one ``error:`` line naming the key, the value and what is accepted, and
 good ones (Lightning's usual Trainer arguments, a user's ``_target_`` norm with its own arguments) pass.
 tests/test_bad_input.py runs a representative few of the same through the real CLI."""
@@ -18,10 +18,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from normbench.cli.hydra_callbacks import check_no_finished_run
 from normbench.errors import ConfigError, NonFiniteError, instantiating, user_error, user_errors_as_one_line
-from normbench.hydra_callbacks import check_no_finished_run
 from normbench.results import check_earned, write_json_atomic
-from normbench.validation import check_override_keys, validate_config
+from normbench.run.validation import check_override_keys, validate_config
 
 CONF = ROOT / "conf"
 
@@ -265,7 +265,7 @@ def test_a_table_of_nul_bytes_is_refused_without_printing_them(tmp_path: Path) -
 
 
 def test_a_text_file_as_ckpt_path_is_refused_naming_the_option(tmp_path: Path, capsys) -> None:
-    from normbench.checkpointing import check_checkpoint
+    from normbench.run.checkpointing import check_checkpoint
 
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     line = _one_error_line(capsys, lambda: check_checkpoint(tmp_path / "notes.txt", {}))
@@ -276,7 +276,7 @@ def test_a_text_file_as_ckpt_path_is_refused_naming_the_option(tmp_path: Path, c
 
 
 def test_a_stop_for_non_finite_weights_says_whether_a_checkpoint_is_kept(tmp_path: Path) -> None:
-    from normbench.checkpointing import _what_is_kept
+    from normbench.run.checkpointing import _what_is_kept
 
     assert _what_is_kept(tmp_path / "checkpoints") == "no earlier checkpoint was written, so none is kept"
     (tmp_path / "checkpoints").mkdir()

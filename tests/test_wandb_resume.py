@@ -100,7 +100,7 @@ def offline_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with the catalogue's extra evaluations: the runs the W&B tests read (here and in test_dashboard)."""
     from conftest import write_mr_snippets
 
-    from normbench.dashboard import compose_entry, entry_names
+    from normbench.report.dashboard import compose_entry, entry_names
 
     tmp_path = tmp_path_factory.getbasetemp() / "offline_sweep"  # one dir: test_dashboard's import finds it made
     if (tmp_path / "sweep" / "wandb").is_dir():

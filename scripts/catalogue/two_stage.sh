@@ -2,7 +2,7 @@
 # A catalogue entry whose norms are each tuned over a grid (the entry's report.select, e.g. optim.lr), in two
 # stages, then its report:
 #   1. the entry's sweep with its first seed only: every grid value of every cell (setting x norm);
-#   2. each cell's value chosen on validation (python -m normbench.selection), run again with the entry's
+#   2. each cell's value chosen on validation (python -m normbench.report.selection), run again with the entry's
 #      other seeds only, JOBS at a time (default 2).
 #   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages (seed=0,1,2,3,4: the seeds)
 # The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
@@ -27,7 +27,7 @@ rest=${seeds#"$first"}
 python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "seed=$first"
 status=$?
 echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
-python -m normbench.selection "$dir/stage1" > "$dir/stage2_cells.txt" || exit $?
+python -m normbench.report.selection "$dir/stage1" > "$dir/stage2_cells.txt" || exit $?
 mkdir -p "$dir/stage2"
 : > "$dir/stage2_jobs.sh"
 i=0

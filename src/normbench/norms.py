@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from normbench.distributed import all_reduce_sum, distributed_world
 from normbench.errors import BatchStatisticsError, ConfigError
 
 
@@ -100,20 +101,6 @@ class ScaleNorm(SequenceNorm):
 
 
 # --- batch statistics -------------------------------------------------------------------------------
-
-
-def distributed_world() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum over processes, differentiable (the gradient is the sum of every process's gradient, as in
-    ``nn.SyncBatchNorm``); the identity outside a multi-process run."""
-    if not distributed_world():
-        return tensor
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(tensor)
 
 
 class _BatchStatNorm(SequenceNorm):

@@ -12,7 +12,7 @@ import torch
 from normbench.bench.plain_loop import PlainLoop
 from normbench.bench.setup import compose_config, fixed_batches
 from normbench.bench.timing import interleave, median, now, paired_ratio, sync
-from normbench.train import build_datamodule
+from normbench.run.train import build_datamodule
 
 
 def loader_seconds(datamodule, batches: int) -> float:

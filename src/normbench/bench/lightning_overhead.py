@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from normbench.bench.plain_loop import PlainLoop
 from normbench.bench.timing import interleave, median, now, paired_ratio, step_seconds, sync
-from normbench.train import build_module
+from normbench.run.train import build_module
 
 #: time per step of the Trainer over the plain loop, at most
 TARGET = {"cpu": 1.05, "cuda": 1.03}

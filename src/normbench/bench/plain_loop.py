@@ -14,7 +14,7 @@ from torch import Tensor
 
 from normbench.errors import ConfigError
 from normbench.norms import set_training_step
-from normbench.train import build_module
+from normbench.run.train import build_module
 
 
 def autocast_for(precision: Any, device: torch.device) -> AbstractContextManager:

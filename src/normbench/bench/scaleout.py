@@ -3,7 +3,7 @@ processes (gloo on CPU, NCCL on GPU) with local vs synced batch statistics (``no
 ``ddp_spawn``, and ``torch.compile`` vs eager.
 
 Each variant is one job of ``trainer.max_steps`` steps; its ``train_step_s`` (the median interval between
-step ends, normbench.callbacks.StepTimer) is the cost of a step, and the rest of its ``fit`` time is the
+step ends, normbench.instruments.callbacks.StepTimer) is the cost of a step, and the rest of its ``fit`` time is the
 start-up (process launch, process group, compilation).
 """
 

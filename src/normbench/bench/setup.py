@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from normbench.data.classification import resolve_cache_dir
 from normbench.data.mr import FILE_NAME
 from normbench.errors import ConfigError
-from normbench.train import DEFAULT_CONFIG_DIR
+from normbench.run.train import DEFAULT_CONFIG_DIR
 
 _SYLLABLES = "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu ra re ri ro ru"
 

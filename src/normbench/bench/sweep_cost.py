@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import NormbenchError
-from normbench.train import DEFAULT_CONFIG_DIR
+from normbench.run.train import DEFAULT_CONFIG_DIR
 
 ROOT = DEFAULT_CONFIG_DIR.parent
 #: what a job's results.json times, in the order a job goes through them

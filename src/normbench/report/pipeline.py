@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import NormbenchError
-from normbench.figures import FigureInput, draw_all
-from normbench.results import write_json_atomic
-from normbench.runs import (
+from normbench.report.figures import FigureInput, draw_all
+from normbench.report.runs import (
     MISSING,
     ReportError,
     Run,
@@ -29,8 +28,8 @@ from normbench.runs import (
     load_runs,
     sweep_settings,
 )
-from normbench.selection import Choice, select, selection_metric
-from normbench.summary import (
+from normbench.report.selection import Choice, select, selection_metric
+from normbench.report.summary import (
     Comparison,
     Flatness,
     Group,
@@ -51,6 +50,7 @@ from normbench.summary import (
     summary_metrics,
     table_rows,
 )
+from normbench.results import write_json_atomic
 
 #: what each experiment's report found, one record per experiment (read by ``--index``)
 FINDINGS_FILE = "finding.json"
@@ -305,7 +305,7 @@ def log_to_wandb(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: 
     """One W&B run per experiment (``job_type=report``, the experiment's group): tables, figures, the finding."""
     import wandb
 
-    from normbench.loggers import wandb_mode, wandb_start_error, wandb_start_errors
+    from normbench.wandb_start import wandb_mode, wandb_start_error, wandb_start_errors
 
     mode = wandb_mode(offline=True)
     run_dirs = []

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from normbench.confidence import POWER, Estimate, difference_ci, mean_ci, minimum_detectable_effect
-from normbench.norms import NORMS, NoNorm, _BatchStatNorm
-from normbench.runs import Run, configured
+from normbench.norm_kinds import norm_kind, norm_order
+from normbench.report.confidence import POWER, Estimate, difference_ci, mean_ci, minimum_detectable_effect
+from normbench.report.runs import Run, configured
 
 #: the headline metric of an experiment when neither --metric nor the config's `report.metric` names one
 PRIMARY_METRICS = ("val/acc", "test/acc", "val/ppl", "test/ppl", "val/loss", "test/loss")
-#: instruments (normbench.callbacks) summarized beside the metrics; per-layer values stay in results.csv
+#: instruments (normbench.instruments.callbacks) summarized beside the metrics; per-layer values stay in results.csv
 HEADLINE_INSTRUMENTS = (
     "val/train_eval_gap",
     "val/bpc_train_eval_gap",
@@ -28,21 +28,6 @@ HEADLINE_INSTRUMENTS = (
     "stats/var_dist",
     "grad_norm/max_total",
 )
-
-
-def norm_kind(norm: str) -> str:
-    """``batch`` (statistics over the batch), ``token`` (over each token's channels), ``none`` or ``other``."""
-    cls = NORMS.get(norm)
-    if cls is None:
-        return "other"
-    if issubclass(cls, _BatchStatNorm):
-        return "batch"
-    return "none" if issubclass(cls, NoNorm) else "token"
-
-
-def norm_order(norm: str) -> tuple[int, str]:
-    names = list(NORMS)
-    return (names.index(norm) if norm in names else len(names), norm)
 
 
 def metric_leaf(metric: str) -> str:
@@ -139,12 +124,17 @@ class Group:
     settings: tuple[tuple[str, Any], ...]
     norm: str
     runs: list[Run] = field(default_factory=list)
-    #: the values a selection chose for this norm here (``(("optim.lr", 0.003),)``; normbench.selection)
+    #: the values a selection chose for this norm here (``(("optim.lr", 0.003),)``; normbench.report.selection)
     chosen: tuple[tuple[str, Any], ...] = ()
 
     @property
     def ok_runs(self) -> list[Run]:
         return [r for r in self.runs if r.ok]
+
+    @property
+    def kind(self) -> str:
+        """``batch``, ``token``, ``none`` or ``other`` (normbench.norm_kinds), as the runs recorded it."""
+        return norm_kind(self.norm, next((r.record for r in self.runs if r.record.get("norm_kind")), None))
 
     def per_seed(self, metric: str) -> dict[Any, float]:
         out = {}
@@ -163,7 +153,7 @@ class Group:
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Runs (with `settings` filled by `normbench.runs.sweep_settings`) by setting and norm, sorted."""
+    """Runs (with `settings` filled by `normbench.report.runs.sweep_settings`) by setting and norm, sorted."""
     groups: dict[tuple, Group] = {}
     for run in runs:
         settings = tuple(run.settings.items())
@@ -340,10 +330,7 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
 
     passes = [
         [(gs, gs) for gs in by_contrast.values()],
-        [
-            ([g for g in gs if norm_kind(g.norm) == "token"], [g for g in gs if norm_kind(g.norm) == "batch"])
-            for gs in by_setting.values()
-        ],
+        [([g for g in gs if g.kind == "token"], [g for g in gs if g.kind == "batch"]) for gs in by_setting.values()],
         [(gs, gs) for gs in by_setting.values()],
         [(measured, measured)],
     ]
@@ -368,12 +355,12 @@ def all_comparisons(groups: Sequence[Group], metric: str) -> list[Comparison]:
             by_setting[group.settings].append(group)
     out = []
     for members in by_setting.values():
-        controls = [g for g in members if norm_kind(g.norm) == "token"]
+        controls = [g for g in members if g.kind == "token"]
         if not controls:
             continue
         best = max(controls, key=lambda g: _score(g, metric))
         for group in members:
-            if norm_kind(group.norm) == "batch":
+            if group.kind == "batch":
                 out.append(
                     Comparison(best, group, metric, difference_ci(group.per_seed(metric), best.per_seed(metric)))
                 )
@@ -436,7 +423,7 @@ def flatness(groups: Sequence[Group], key: str | None, metric: str | None) -> li
     cells: dict[tuple, list[Group]] = defaultdict(list)
     for group in groups:
         settings = dict(group.settings)
-        if key in settings and norm_kind(group.norm) == "token" and group.estimate(metric).n:
+        if key in settings and group.kind == "token" and group.estimate(metric).n:
             cells[(group.norm, tuple(kv for kv in group.settings if kv[0] != key))].append(group)
     out = []
     for (norm, where), members in cells.items():

@@ -7,7 +7,7 @@
 - ``SweepFailures``: a multirun whose jobs failed ends with one ``error:`` line listing them and
   exit code 2, after every other job ran and kept its results.
 - ``SweepProgress``: jobs done / total, failed so far, elapsed and ETA, printed as each job ends and kept
-  in ``sweep_progress.json`` in the sweep dir (`normbench.sweep_progress`).
+  in ``sweep_progress.json`` in the sweep dir (`normbench.cli.sweep_progress`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from normbench import sweep_progress
+from normbench.cli import sweep_progress
 from normbench.errors import ConfigError, JobsFailedError, user_errors_as_one_line
 from normbench.results import RESULTS_FILE, failed_jobs, read_results
 

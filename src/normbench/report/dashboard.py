@@ -1,4 +1,4 @@
-"""``python -m normbench.dashboard``: one W&B workspace per catalogue entry, built with W&B's own library for it
+"""``python -m normbench.report.dashboard``: one W&B workspace per catalogue entry, built with W&B's own library for it
 (``wandb-workspaces``, extra ``dashboard``) from the same description of the entry the report uses.
 
 Each entry's description is its ``conf/experiment/<name>.yaml`` composed by Hydra: the group
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError, NormbenchError
-from normbench.summary import HEADLINE_INSTRUMENTS, PRIMARY_METRICS, metric_leaf
+from normbench.report.summary import HEADLINE_INSTRUMENTS, PRIMARY_METRICS, metric_leaf
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-#: the callback of conf/callbacks/ that logs each instrument (normbench.callbacks)
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+#: the callback of conf/callbacks/ that logs each instrument (normbench.instruments.callbacks)
 INSTRUMENT_CALLBACKS = {
     "stats/": "batch_stat_fluctuation",
     "val/train_eval_gap": "train_eval_gap",
@@ -38,7 +38,7 @@ INSTRUMENT_CALLBACKS = {
 LINE_INSTRUMENTS = (*HEADLINE_INSTRUMENTS, "grad_norm/total")
 #: Lightning's x-axis of every logged metric
 STEP = "trainer/global_step"
-#: config groups whose choice W&B finds under the run config's ``choices`` (normbench.train)
+#: config groups whose choice W&B finds under the run config's ``choices`` (normbench.run.train)
 GROUPS_KEY = "choices"
 
 
@@ -107,8 +107,9 @@ def _callback(instrument: str) -> str | None:
 
 
 def _evaluated(metric: str, evaluate: Any) -> tuple[str, ...]:
-    """The extra test metrics (normbench.evaluation) of the headline metric's kind, e.g. ``test/acc@len=32``;
-    the evaluations measure accuracy and loss only, so another headline (``val/bpc_train_eval_gap``) gets loss."""
+    """The extra test metrics (normbench.instruments.evaluation) of the headline metric's kind, e.g.
+    ``test/acc@len=32``; the evaluations measure accuracy and loss only, so another headline
+    (``val/bpc_train_eval_gap``) gets loss."""
     leaf = metric_leaf(metric).removesuffix("_batch_stats")
     leaf = leaf if leaf in ("acc", "loss") else "loss"
     names = [f"test/{leaf}@len={n}" for n in evaluate.lengths or []]
@@ -167,7 +168,7 @@ def spec(workspace: Any) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m normbench.dashboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m normbench.report.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="W&B entity (default: yours)")
     parser.add_argument("--project", help="W&B project (default: conf/logger/wandb.yaml's, normbench)")
     parser.add_argument("--experiment", nargs="+", help="catalogue entries (default: all)")
@@ -202,7 +203,7 @@ def _default_entity() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from normbench.loggers import wandb_start_error, wandb_start_errors
+    from normbench.wandb_start import wandb_start_error, wandb_start_errors
 
     args = parse_args(argv)
     try:

@@ -1,10 +1,11 @@
 """The probe scorecard: where a norm breaks, measured in seconds on freshly initialised models, no training.
 
-``python -m normbench.scorecard norm=batch,layer,custom norm._target_=... [model=transformer,lstm]
+``python -m normbench.instruments.scorecard norm=batch,layer,custom norm._target_=... [model=transformer,lstm]
 [data=... data.path=...] [--distributed] [--out DIR]`` composes the config exactly as ``train.py`` does
 (any override, ``hydra.searchpath`` included; comma lists are swept), builds each model x norm with
 fresh weights on real batches of the task, and measures each property with the instruments of
-``normbench.probes`` and ``normbench.callbacks`` (the code training logs with). Each value is a largest
+``normbench.instruments.probes`` and ``normbench.instruments.callbacks`` (the code training logs with).
+Each value is a largest
 (or mean) absolute change of the outputs, judged against a tolerance: pass, fail, refused (the norm
 stops with its one-line error) or n/a, with one word why. Writes scorecard.csv/.json/.md into ``--out``.
 """
@@ -107,9 +108,9 @@ def measure(cfg: DictConfig, datamodule: Any, settings: Settings) -> dict[str, f
     import lightning as L
     from hydra.utils import instantiate
 
-    from normbench import probes
-    from normbench.callbacks import BatchPartnerDependence, CausalLeakProbe
-    from normbench.train import build_module
+    from normbench.instruments import probes
+    from normbench.instruments.callbacks import BatchPartnerDependence, CausalLeakProbe
+    from normbench.run.train import build_module
 
     def fresh(config: DictConfig):
         L.seed_everything(config.seed, verbose=False)
@@ -160,7 +161,7 @@ def measure(cfg: DictConfig, datamodule: Any, settings: Settings) -> dict[str, f
 def distributed_values(norm_cfgs: list[dict[str, Any]]) -> list[float | None]:
     """The distributed property of each norm config (one set of processes for all of them; a norm that
     appears under several models is measured once): None for norms without batch statistics."""
-    from normbench.distributed_probe import synced_vs_joined
+    from normbench.instruments.distributed_probe import synced_vs_joined
     from normbench.norms import build_norm
 
     unique = {json.dumps(c, sort_keys=True): c for c in norm_cfgs}
@@ -213,7 +214,7 @@ def _run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Sco
     from hydra import compose, initialize_config_dir
 
     from normbench.custom_norm import check_before_data, norm_label
-    from normbench.train import build_datamodule, set_threads
+    from normbench.run.train import build_datamodule, set_threads
 
     scores: list[Score] = []
     datamodules: dict[str, Any] = {}
@@ -290,10 +291,12 @@ def show(scores: list[Score]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from normbench.choices import check_group_choices
-    from normbench.train import DEFAULT_CONFIG_DIR
+    from normbench.cli.choices import check_group_choices
+    from normbench.run.train import DEFAULT_CONFIG_DIR
 
-    parser = argparse.ArgumentParser(prog="python -m normbench.scorecard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m normbench.instruments.scorecard", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides as for train.py; comma lists are swept")
     parser.add_argument("--out", type=Path, default=Path("scorecard"), help="where the CSV/JSON/Markdown go")
     parser.add_argument("--distributed", action="store_true", help="also the distributed property (2 gloo processes)")
@@ -304,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors_as_one_line():
         check_group_choices(args.overrides, args.config_dir)
         scores = run(args.overrides, settings, args.config_dir)
-    command = " ".join(["python -m normbench.scorecard", *(args.overrides), *(["--distributed"] * args.distributed)])
+    command = " ".join(
+        ["python -m normbench.instruments.scorecard", *(args.overrides), *(["--distributed"] * args.distributed)]
+    )
     write(scores, args.out, command)
     show(scores)
     print(args.out / "scorecard.md", flush=True)

@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from normbench.errors import ConfigError, NonFiniteError
+from normbench.instruments.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.norms import FluctuationMeter, batch_stat_norms
-from normbench.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 
 
 def _val_loader(trainer: L.Trainer):
@@ -143,7 +143,7 @@ class BatchPartnerDependence(Instrument):
         self._log(trainer, pl_module, {"probe/partner_dependence": value})
 
     def measure(self, pl_module: L.LightningModule, val, train) -> float:
-        """The probe on the given validation and training loaders (also what ``normbench.scorecard`` runs)."""
+        """The probe on the given validation and training loaders (also what ``instruments.scorecard`` runs)."""
         generator = torch.Generator().manual_seed(self.seed)
         probe = val.collate_fn([val.dataset[i] for i in range(min(self.probe_size, len(val.dataset)))])
         sets = []
@@ -175,7 +175,7 @@ class CausalLeakProbe(Instrument):
             self._log(trainer, pl_module, {"probe/causal_leak": leak})
 
     def measure(self, pl_module: L.LightningModule, val) -> float | None:
-        """The probe on the given validation loader (also what ``normbench.scorecard`` runs); None for a
+        """The probe on the given validation loader (also what ``normbench.instruments.scorecard`` runs); None for a
         model that is not causal or fewer than two validation sequences long enough for it."""
         encoder = pl_module.encoder
         if not getattr(encoder, "causal", False):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.probes import batch_statistics_mode
+from normbench.instruments.probes import batch_statistics_mode
 
 
 def _checked_sizes(name: str, values: Sequence[Any]) -> list[int]:

@@ -1,5 +1,4 @@
-"""Running one job on more than one process or a GPU: checks before the Trainer starts, the precision
-``auto`` resolves to, which process writes the job's files, and DDP inside a Hydra multirun.
+"""DDP inside a Hydra multirun, and batches padded alike on every process.
 
 Lightning's ``strategy=ddp`` starts the other processes of a job by running the script again with the
 same command line (its ``_SubprocessScriptLauncher``; under Hydra it adds ``hydra.run.dir=<run dir>``).
@@ -16,76 +15,17 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 from torch import Tensor
 
+from normbench.distributed import distributed_world
 from normbench.errors import ConfigError
-from normbench.norms import distributed_world
-from normbench.probes import pad_to
+from normbench.instruments.probes import pad_to
 
-GPU_ACCELERATORS = ("gpu", "cuda")
 #: what Lightning's subprocess launcher writes into the environment of the job's first process
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
-
-
-def is_global_zero() -> bool:
-    """True in the one process of a job that writes results.json and prints the summary (Lightning's
-    rank: from RANK / LOCAL_RANK / SLURM_PROCID before the Trainer starts, the strategy's global rank after)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def _trainer_choice() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return "?"
-    return HydraConfig.get().runtime.choices.get("trainer") or "?"
-
-
-def _check_gpus(accelerator: str, devices: Any) -> None:
-    """A GPU config on a machine (or a torch build) without CUDA fails here with one line, not in Lightning."""
-    if accelerator not in GPU_ACCELERATORS:
-        return
-    choice = _trainer_choice()
-    if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        hint = "use trainer=cpu" + (", or trainer.accelerator=cpu for CPU processes" if choice == "ddp" else "")
-        raise ConfigError(
-            f"trainer={choice} asks for a GPU (trainer.accelerator={accelerator}) but torch sees none "
-            f"(torch {torch.__version__}, {build}); {hint}"
-        )
-    available = torch.cuda.device_count()
-    if isinstance(devices, int) and not isinstance(devices, bool) and devices > available:
-        raise ConfigError(
-            f"trainer.devices={devices} asks for {devices} GPUs but torch sees {available}; "
-            f"accepted: 1..{available}, or -1 for all"
-        )
-
-
-def resolve_precision(precision: Any, accelerator: str) -> Any:
-    """``precision: auto`` = bf16-mixed on a GPU that has bf16 (Ampere and later), 16-mixed on an older
-    GPU, 32-true on CPU; any other value is Lightning's and passes through unchanged."""
-    if precision != "auto":
-        return precision
-    on_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and torch.cuda.is_available())
-    if not on_gpu:
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-
-
-def trainer_config(cfg: DictConfig) -> DictConfig:
-    """The ``trainer`` config ready for ``instantiate``: GPUs checked, ``precision: auto`` resolved."""
-    accelerator = str(cfg.get("accelerator", "auto"))
-    _check_gpus(accelerator, cfg.get("devices", 1))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if "precision" in resolved:
-        resolved["precision"] = resolve_precision(resolved["precision"], accelerator)
-    return OmegaConf.create(resolved)
 
 
 def pad_to_common_length(tokens: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
@@ -100,22 +40,6 @@ def pad_to_common_length(tokens: Tensor, mask: Tensor, pad_id: int) -> tuple[Ten
     length = torch.tensor([tokens.shape[1]], device=tokens.device)
     torch.distributed.all_reduce(length, op=torch.distributed.ReduceOp.MAX)
     return pad_to(tokens, mask, int(length.item()), pad_id)
-
-
-def compile_encoder(encoder: torch.nn.Module, option: bool | str | None) -> None:
-    """``model.compile``: false (eager), true (``torch.compile``'s default backend, inductor), or a backend
-    name (``aot_eager`` traces and runs autograd ahead of time without generating kernels: minutes cheaper
-    to start on a CPU). Compiles in place, so parameter names, and so checkpoints, stay the eager model's."""
-    if option is None or option is False:
-        return
-    backend = "inductor" if option is True else str(option)
-    if backend not in torch.compiler.list_backends(exclude_tags=()):
-        usual = [*torch.compiler.list_backends(), "aot_eager", "eager"]
-        raise ConfigError(
-            f"model.compile={option!r} is not a torch.compile backend; accepted: false, true (= inductor), "
-            f"{', '.join(usual)} (torch.compiler.list_backends(exclude_tags=()) lists all)"
-        )
-    encoder.compile(backend=backend)
 
 
 def _relaunches_script(cfg: DictConfig) -> bool:

@@ -1,4 +1,4 @@
-"""``python -m normbench.index docs/findings [--readme README.md]``: one page for the whole catalogue.
+"""``python -m normbench.report.index docs/findings [--readme README.md]``: one page for the whole catalogue.
 
 Every entry's report (``python -m normbench.report``) writes ``finding.json``: its computed sentence, verdict,
 run count, times and headline figure. This collects those of ``<dir>/*/`` into ``<dir>/README.md``, a table a
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from normbench.report import FINDINGS_FILE
+from normbench.report.pipeline import FINDINGS_FILE
 
 BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 VERDICTS = {
@@ -89,7 +89,7 @@ def write_readme_section(readme: Path, section: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m normbench.index", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m normbench.report.index", description=__doc__.splitlines()[0])
     parser.add_argument("root", help="the folder of the entries' report folders (docs/findings)")
     parser.add_argument("--readme", help="also write the table between the findings markers of this README")
     args = parser.parse_args(argv)

@@ -22,18 +22,13 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from normbench.errors import ConfigError
+from normbench.wandb_start import wandb_mode, wandb_start_error, wandb_start_errors
 
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
 #: the file of the job dir holding its W&B run id (beside W&B's own files)
 RUN_ID_FILE = "wandb/run_id"
 #: Lightning's x-axis key of every logged metric
 STEP_KEY = "trainer/global_step"
-
-
-def wandb_mode(offline: bool) -> str:
-    """``WANDB_MODE`` from the environment wins; otherwise the config's ``offline`` switch decides."""
-    return os.environ.get("WANDB_MODE") or ("offline" if offline else "online")
 
 
 class JobWandbLogger(WandbLogger):
@@ -189,22 +184,6 @@ def start_wandb_run(logger: WandbLogger, mode: str) -> None:
         raise wandb_start_error(
             err, mode, "log offline with logger.offline=true (or WANDB_MODE=offline), or use logger=csv / logger=none"
         ) from None
-
-
-def wandb_start_errors() -> tuple[type[Exception], ...]:
-    """What ``wandb.init`` raises when it cannot log in or reach the server."""
-    import wandb
-
-    return (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError)
-
-
-def wandb_start_error(err: Exception, mode: str, alternatives: str, action: str | None = None) -> ConfigError:
-    """One line saying why W&B did not start (or do ``action``) and how to log in or not log to it."""
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return ConfigError(
-        f"W&B could not {action or f'start an {mode} run'} ({first_line}): "
-        f"run `wandb login` or set WANDB_API_KEY, or {alternatives}"
-    )
 
 
 def finish_wandb() -> None:

@@ -38,7 +38,7 @@ def first_non_finite_tensor(module: torch.nn.Module) -> str | None:
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose files appear whole or not at all (temporary file, then rename), and
     never with non-finite weights: the run stops instead, and the last good checkpoint stays as it was.
-    (`normbench.callbacks.NonFiniteGuard` stops a NaN loss before the optimizer step; this also holds
+    (`normbench.instruments.callbacks.NonFiniteGuard` stops a NaN loss before the optimizer step; this also holds
     with the instruments off, or when a finite step overflows a weight.)"""
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:

@@ -23,11 +23,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
-from normbench.confidence import mean_ci  # noqa: E402
-from normbench.labels import metric_words, setting_words  # noqa: E402
-from normbench.norms import NORMS  # noqa: E402
-from normbench.runs import Run, configured  # noqa: E402
-from normbench.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
+from normbench.norm_kinds import BUILT_IN  # noqa: E402
+from normbench.report.confidence import mean_ci  # noqa: E402
+from normbench.report.labels import metric_words, setting_words  # noqa: E402
+from normbench.report.runs import Run, configured  # noqa: E402
+from normbench.report.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
 
 GAP_METRIC = "val/train_eval_gap"
 LEAK_METRIC = "probe/causal_leak"
@@ -62,7 +62,7 @@ class FigureInput:
 
 
 def norm_color(norm: str) -> str:
-    return f"C{norm_order(norm)[0] % 10}" if norm in NORMS else "black"
+    return f"C{norm_order(norm)[0] % 10}" if norm in BUILT_IN else "black"
 
 
 def _is_numeric(value: Any) -> bool:

@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from normbench.data.collate import IGNORE_INDEX
 from normbench.errors import ConfigError
 from normbench.norms import batch_stat_norms, set_training_step
-from normbench.scaling import pad_to_common_length
+from normbench.run.ddp import pad_to_common_length
 
 Batch = tuple[Tensor, Tensor, Tensor]
 

@@ -13,8 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from normbench.choices import check_group_choices
+from normbench.cli.choices import check_group_choices
+from normbench.distributed import is_global_zero
 from normbench.errors import ConfigError, instantiating, one_line, user_error, user_errors_as_one_line
+from normbench.models.compile import compile_encoder
 from normbench.results import (
     RESULTS_FILE,
     check_earned,
@@ -24,10 +26,11 @@ from normbench.results import (
     timed,
     write_json_atomic,
 )
-from normbench.scaling import compile_encoder, ddp_job, is_global_zero, trainer_config
-from normbench.validation import check_override_keys, validate_config
+from normbench.run.ddp import ddp_job
+from normbench.run.trainer import trainer_config
+from normbench.run.validation import check_override_keys, validate_config
 
-#: logged keys of the instruments (normbench.callbacks) whose last values go into results.json
+#: logged keys of the instruments (normbench.instruments.callbacks) whose last values go into results.json
 INSTRUMENT_PREFIXES = (
     "stats/",
     "probe/",
@@ -39,7 +42,7 @@ INSTRUMENT_PREFIXES = (
     "val/bpc_",  # a language model's bits with batch statistics and its train/eval gap in bits
     "val/bpt_",
 )
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def _choices() -> dict[str, str]:
@@ -122,7 +125,7 @@ def build_module(cfg: DictConfig, datamodule):
     """The configured encoder (model + norm, compiled if asked) inside the LightningModule for the data's task."""
     from hydra.utils import get_class
 
-    from normbench.task import build_task
+    from normbench.run.task import build_task
 
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
     compile_option = model_options.pop("compile", False)
@@ -186,17 +189,17 @@ def fit_and_evaluate(
         from hydra.utils import instantiate
         from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-        from normbench.callbacks import Instrument, StepTimer
-        from normbench.checkpointing import (
+        from normbench.custom_norm import check_before_data
+        from normbench.instruments.callbacks import Instrument, StepTimer
+        from normbench.instruments.evaluation import extra_evaluations
+        from normbench.run.checkpointing import (
             best_checkpoint,
             check_checkpoint,
             checkpoint_callbacks,
             resume_checkpoint,
             silence_mid_epoch_resume_warning,
         )
-        from normbench.custom_norm import check_before_data
-        from normbench.evaluation import extra_evaluations
-        from normbench.loggers import build_logger, log_final
+        from normbench.run.loggers import build_logger, log_final
 
     trainer_options = trainer_config(cfg.trainer)  # a GPU config on a machine without one stops here
     identity = run_identity(cfg, summary)
@@ -298,7 +301,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     timings: dict[str, float] = {}  # wall seconds per phase; imports are paid by a process's first job only
     with timed(timings, "imports"):
-        from normbench.loggers import finish_wandb
+        from normbench.run.loggers import finish_wandb
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run_summary(cfg)
@@ -342,7 +345,7 @@ def _task_reporting_user_errors(cfg: DictConfig) -> dict[str, Any] | None:
     """A user error ends a single run with one line on stderr and exit code 2, not a stack trace.
 
     In a multirun the failed job's line goes to stdout and the sweep goes on with the other jobs; its
-    results.json records the error, and `normbench.hydra_callbacks.SweepFailures` fails the sweep at
+    results.json records the error, and `normbench.cli.hydra_callbacks.SweepFailures` fails the sweep at
     the end with one line listing the failed jobs.
     """
     if HydraConfig.get().mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":

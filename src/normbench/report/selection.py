@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from normbench.runs import Run, configured
-from normbench.summary import Group, higher_is_better, norm_order, sortable
+from normbench.report.runs import Run, configured
+from normbench.report.summary import Group, higher_is_better, norm_order, sortable
 
 
 @dataclass(frozen=True)
@@ -98,16 +98,18 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m normbench.selection DIR --select optim.lr``: the chosen value of each cell of a first-stage
+    """``python -m normbench.report.selection DIR --select optim.lr``: the chosen value of each cell of a first-stage
     sweep, one line of overrides per cell, for a second stage that runs the other seeds at it only."""
     import argparse
     import sys
 
     from normbench.errors import NormbenchError
-    from normbench.report import analyse
-    from normbench.runs import load_runs
+    from normbench.report.pipeline import analyse
+    from normbench.report.runs import load_runs
 
-    parser = argparse.ArgumentParser(prog="python -m normbench.selection", description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m normbench.report.selection", description=main.__doc__.splitlines()[0]
+    )
     parser.add_argument("dirs", nargs="+", help="the first stage's sweep dirs")
     parser.add_argument("--select", help="the swept key to choose (default: the config's report.select)")
     parser.add_argument("--select-on", help="the metric to choose on (default: the headline's val/ twin)")

@@ -333,7 +333,7 @@ def check_override_keys(argv: list[str], config_dir: Path) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from normbench.choices import parse_command_line
+    from normbench.cli.choices import parse_command_line
 
     parsed = parse_command_line(argv)
     if parsed is None or parsed[0].config_dir or GlobalHydra.instance().is_initialized():
