@@ -1,6 +1,7 @@
 """The experiment catalogue composes: every entry names itself, sweeps the norms side by side over >= 3
 seeds, and builds its model; `scale=` presets layer over it."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,18 @@ def _compose(*overrides: str):
 def test_the_catalogue_has_its_entries():
     expected = {"small_batch", "padding", "train_eval_gap", "length_extrapolation", "causal_leak", "ddp"}
     assert expected | {"batch_stat_fluctuation", "inference_batch_one"} <= set(EXPERIMENTS)
+
+
+def test_the_sweep_dir_is_stated_once_from_the_experiment_name():
+    """conf/train.yaml derives it: multirun/<date>/<time> for a plain sweep, multirun/<entry>/<date>_<time>
+    for an entry's, and no entry file sets it again."""
+    assert re.fullmatch(r"multirun/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", _compose().hydra.sweep.dir)
+    for name in EXPERIMENTS:
+        text = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+        assert "dir:" not in text, name
+        assert re.fullmatch(
+            rf"multirun/{name}/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d", _compose(f"experiment={name}").hydra.sweep.dir
+        )
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

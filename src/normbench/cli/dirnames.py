@@ -20,6 +20,10 @@ ITEM = re.compile(r",(?=[+~]{0,2}[\w./@-]+=)")
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
+#: ``experiment_name`` of a run outside the catalogue (conf/train.yaml)
+DEFAULT_EXPERIMENT = "default"
+
+
 
 def short_dirname(name: str, limit: int = LIMIT) -> str:
     """``name`` itself when it has at most ``limit`` bytes; else every long value becomes ``#<sha1>`` (so
@@ -38,5 +42,14 @@ def short_dirname(name: str, limit: int = LIMIT) -> str:
     return short.encode()[: limit - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 
+def sweep_subdir(experiment_name: str, date: str, time: str) -> str:
+    """A sweep's dir under ``multirun/``: ``<date>/<time>`` for plain sweeps, ``<entry>/<date>_<time>`` for a
+    catalogue entry's (conf/train.yaml states it once, from ``experiment_name``)."""
+    if experiment_name == DEFAULT_EXPERIMENT:
+        return f"{date}/{time}"
+    return f"{experiment_name}/{date}_{time}"
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
+    OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)
