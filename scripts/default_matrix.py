@@ -16,19 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from normbench.instruments.metrics import HEADLINE
+
 ROOT = Path(__file__).resolve().parents[1]
-#: accuracy and the instruments' final values (normbench.instruments.callbacks), as results.json holds them
-COLUMNS = [
-    "val/acc",
-    "test/acc",
-    "val/acc_batch_stats",
-    "val/train_eval_gap",
-    "probe/partner_dependence",
-    "probe/causal_leak",
-    "stats/mean_dist",
-    "stats/var_dist",
-    "grad_norm/total",
-]
+#: accuracy and the instruments' headline values (their declarations: normbench.instruments.metrics)
+COLUMNS = ["val/acc", "test/acc", "val/acc_batch_stats", *HEADLINE]
 
 
 def main() -> None:

@@ -108,3 +108,39 @@ def test_a_long_override_list_names_its_job_dir_within_the_file_name_limit():
     short = short_dirname(many)
     assert len(short.encode()) == 240 and short != short_dirname(many + "1") and short.startswith("model.key0=value0,")
     # end to end: tests/test_report.py runs a sweep whose override list is longer than a file name may be
+
+
+def _listed_instruments(name: str) -> list[str]:
+    text = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+    match = re.search(r"^  - override /callbacks: \[([a-z_, ]*)\]", text, re.M)
+    assert match, f"{name} lists no instruments"
+    return [item.strip() for item in match.group(1).split(",")]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_entry_opts_in_to_the_instruments_it_lists_and_nothing_else(name: str):
+    """An entry names its instruments in its defaults list (no switch-offs), and runs exactly those (at
+    scale=none: a scale's entry_size may cut one for time, e.g. small_batch's train_eval_gap on CPU)."""
+    listed = _listed_instruments(name)
+    callbacks = _compose(f"experiment={name}", "scale=none").callbacks
+    assert sorted(k for k, v in callbacks.items() if v is not None) == sorted(listed)
+    assert all(callbacks[k]._target_.startswith("normbench.instruments.callbacks.") for k in listed)
+    own = OmegaConf.load(ROOT / "conf" / "experiment" / f"{name}.yaml").get("callbacks") or {}
+    assert all(value is not None for value in own.values()), f"{name} switches an instrument off"
+
+
+def test_each_instrument_config_builds_the_class_that_declares_it():
+    """conf/callbacks/<name>.yaml holds one instrument, whose class declares that name (metrics.Declared)."""
+    from hydra.utils import get_class
+
+    from normbench.instruments.callbacks import Instrument
+    from normbench.instruments.metrics import INSTRUMENTS
+
+    files = sorted(p.stem for p in (ROOT / "conf" / "callbacks").glob("*.yaml") if p.stem not in ("default", "none"))
+    assert files == sorted(i.config for i in INSTRUMENTS)
+    for name in files:
+        node = OmegaConf.load(ROOT / "conf" / "callbacks" / f"{name}.yaml")
+        assert list(node) == [name]
+        cls = get_class(node[name]._target_)
+        if issubclass(cls, Instrument):
+            assert cls.declared.config == name

@@ -17,6 +17,7 @@ from normbench.instruments.callbacks import (
     BatchStatFluctuation,
     CausalLeakProbe,
     GradNormMonitor,
+    Instrument,
     NonFiniteGuard,
     TrainEvalGap,
 )
@@ -214,3 +215,31 @@ def test_non_finite_guard_names_the_first_parameter_with_a_non_finite_gradient(b
     model[1].weight.grad[1, 2] = bad
     with pytest.raises(NonFiniteError, match=r"non-finite gradient at step 7 \(epoch 1\) in layer 1.weight;"):
         NonFiniteGuard().on_after_backward(trainer, model)
+
+
+def test_an_instrument_that_logs_an_undeclared_key_stops_at_once():
+    """What an instrument logs must be declared (normbench.instruments.metrics): the run keeps and the report
+    reads only declared keys, so an undeclared one would vanish without a word."""
+    from normbench.instruments.metrics import CAUSAL_LEAK
+
+    class Leaky(Instrument):
+        declared = CAUSAL_LEAK
+
+    logged = {}
+    module = SimpleNamespace(log_dict=lambda values, **_: logged.update(values))
+    trainer = SimpleNamespace(global_step=3)
+    Leaky()._log(trainer, module, {"probe/causal_leak": 0.5})
+    assert logged == {"probe/causal_leak": 0.5}
+    with pytest.raises(RuntimeError, match="probe/causal_lek"):
+        Leaky()._log(trainer, module, {"probe/causal_lek": 0.5})
+
+
+def test_the_declarations_cover_what_the_instruments_log():
+    """Every key a declared pattern stands for, as the instruments name them."""
+    from normbench.instruments.metrics import BATCH_STAT_FLUCTUATION, GRAD_NORMS, TRAIN_EVAL_GAP, declared
+
+    assert BATCH_STAT_FLUCTUATION.declares("stats/encoder.layers.0.norm1/var_dist")
+    assert not BATCH_STAT_FLUCTUATION.declares("stats/encoder.layers.0.norm1/std")
+    assert GRAD_NORMS.declares("grad_norm/encoder") and GRAD_NORMS.declares("grad_norm/max_total")
+    assert TRAIN_EVAL_GAP.declares("val/bpt_batch_stats") and not TRAIN_EVAL_GAP.declares("val/bpc")
+    assert not declared("val/acc") and not declared("train/loss")

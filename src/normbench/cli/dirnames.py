@@ -20,9 +20,9 @@ ITEM = re.compile(r",(?=[+~]{0,2}[\w./@-]+=)")
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
+
 #: ``experiment_name`` of a run outside the catalogue (conf/train.yaml)
 DEFAULT_EXPERIMENT = "default"
-
 
 
 def short_dirname(name: str, limit: int = LIMIT) -> str:

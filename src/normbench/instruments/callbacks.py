@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from normbench.errors import ConfigError, NonFiniteError
+from normbench.instruments import metrics as keys
 from normbench.instruments.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.norms import FluctuationMeter, batch_stat_norms
 
@@ -37,12 +38,21 @@ class Instrument(Callback):
     so ``results.json`` carries how an instrument moved over training, not only its last value; the series
     travel in checkpoints, so a resumed run keeps the part before the kill."""
 
+    #: the keys it logs (normbench.instruments.metrics), which the run keeps and the report reads
+    declared: ClassVar[keys.Declared]
+
     def __init__(self) -> None:
         self.series: dict[str, list[list[float]]] = {}
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, Any], **kwargs: Any) -> None:
-        pl_module.log_dict(metrics, **kwargs)
-        for name, value in metrics.items():
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, values: dict[str, Any], **kwargs: Any) -> None:
+        undeclared = [name for name in values if not self.declared.declares(name)]
+        if undeclared:  # a programming error: the run would drop the values and the report never see them
+            raise RuntimeError(
+                f"{type(self).__name__} logs {undeclared}, which normbench.instruments.metrics does not declare "
+                f"for {self.declared.config}"
+            )
+        pl_module.log_dict(values, **kwargs)
+        for name, value in values.items():
             points = self.series.setdefault(name, [])
             if points and points[-1][0] == trainer.global_step:  # measured again at the same step (final validate)
                 points.pop()
@@ -63,6 +73,8 @@ class BatchStatFluctuation(Instrument):
     """Every ``every_n_steps`` training steps, log per norm layer the RMS distance of the batch mean and
     variance from the running ones (``stats/<layer>/mean_dist``, ``.../var_dist``) and their layer
     average (``stats/mean_dist``, ``stats/var_dist``). Silent for norms without batch statistics."""
+
+    declared = keys.BATCH_STAT_FLUCTUATION
 
     def __init__(self, every_n_steps: int = 10) -> None:
         super().__init__()
@@ -101,6 +113,8 @@ class TrainEvalGap(Instrument):
     batch's statistics carry the future tokens, so a negative gap is what the leak buys in training and loses
     at generation."""
 
+    declared = keys.TRAIN_EVAL_GAP
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -111,7 +125,7 @@ class TrainEvalGap(Instrument):
         metrics = {
             "val/acc_batch_stats": batch_mode["acc"],
             "val/loss_batch_stats": batch_mode["loss"],
-            "val/train_eval_gap": batch_mode["acc"] - eval_mode["acc"],
+            keys.TRAIN_EVAL_GAP_KEY: batch_mode["acc"] - eval_mode["acc"],
         }
         bits = getattr(pl_module, "bits_name", None)
         if bits:
@@ -129,6 +143,8 @@ class BatchPartnerDependence(Instrument):
     """After each validation epoch: a fixed probe of ``probe_size`` validation examples is run with
     ``partner_sets`` different sets of training examples as batch mates (batch-statistics mode); logs
     ``probe/partner_dependence``, the mean standard deviation of the probe's logits across those sets."""
+
+    declared = keys.PARTNER_DEPENDENCE
 
     def __init__(self, probe_size: int = 8, partner_sets: int = 4, partners: int = 24, seed: int = 0) -> None:
         super().__init__()
@@ -163,6 +179,8 @@ class CausalLeakProbe(Instrument):
     log ``probe/causal_leak``, the largest change of the features at positions ``<= position`` in
     batch-statistics mode. 0 for per-token norms; batch norm over the time axis leaks the future."""
 
+    declared = keys.CAUSAL_LEAK
+
     def __init__(self, position: int = 8, offset: int = 4, probe_size: int = 16) -> None:
         super().__init__()
         self.position, self.offset, self.probe_size = position, offset, probe_size
@@ -172,7 +190,7 @@ class CausalLeakProbe(Instrument):
             return
         leak = self.measure(pl_module, _val_loader(trainer))
         if leak is not None:
-            self._log(trainer, pl_module, {"probe/causal_leak": leak})
+            self._log(trainer, pl_module, {keys.CAUSAL_LEAK_KEY: leak})
 
     def measure(self, pl_module: L.LightningModule, val) -> float | None:
         """The probe on the given validation loader (also what ``normbench.instruments.scorecard`` runs); None for a
@@ -195,6 +213,8 @@ class GradNormMonitor(Instrument):
     first ``depth`` parts of their names) as ``grad_norm/<layer>``, of all parameters as ``grad_norm/total``,
     and the largest total so far as ``grad_norm/max_total`` (exploding gradients; with ``every_n_steps: 1``
     the largest of every step)."""
+
+    declared = keys.GRAD_NORMS
 
     def __init__(self, every_n_steps: int = 25, depth: int = 3) -> None:
         super().__init__()
@@ -231,6 +251,8 @@ class ConvergenceMonitor(Instrument):
     while it has not been reached, the steps trained so far (a lower bound, so a run that never gets there
     counts as at least its whole budget, with ``reached_target`` 0 saying so). Convergence speed, measured
     at the resolution of the validation interval."""
+
+    declared = keys.CONVERGENCE
 
     def __init__(self, target_acc: float = 0.9) -> None:
         super().__init__()

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError, NormbenchError
-from normbench.report.summary import HEADLINE_INSTRUMENTS, PRIMARY_METRICS, metric_leaf
+from normbench.instruments.metrics import HEADLINE
+from normbench.report.summary import PRIMARY_METRICS, metric_leaf
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 #: the callback of conf/callbacks/ that logs each instrument (normbench.instruments.callbacks)
@@ -35,7 +36,7 @@ INSTRUMENT_CALLBACKS = {
     "grad_norm/": "grad_norms",
 }
 #: instruments drawn over training: the report's headline ones and the total gradient norm
-LINE_INSTRUMENTS = (*HEADLINE_INSTRUMENTS, "grad_norm/total")
+LINE_INSTRUMENTS = (*HEADLINE, "grad_norm/total")
 #: Lightning's x-axis of every logged metric
 STEP = "trainer/global_step"
 #: config groups whose choice W&B finds under the run config's ``choices`` (normbench.run.train)

@@ -23,14 +23,15 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
+from normbench.instruments.metrics import CAUSAL_LEAK_KEY, TRAIN_EVAL_GAP_KEY  # noqa: E402
 from normbench.norm_kinds import BUILT_IN  # noqa: E402
 from normbench.report.confidence import mean_ci  # noqa: E402
 from normbench.report.labels import metric_words, setting_words  # noqa: E402
 from normbench.report.runs import Run, configured  # noqa: E402
 from normbench.report.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
 
-GAP_METRIC = "val/train_eval_gap"
-LEAK_METRIC = "probe/causal_leak"
+GAP_METRIC = TRAIN_EVAL_GAP_KEY
+LEAK_METRIC = CAUSAL_LEAK_KEY
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")  # one per norm, beside its colour
 DODGE_POINTS = 4.0  # sideways shift between neighbouring series ...

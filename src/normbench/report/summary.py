@@ -12,22 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from normbench.instruments.metrics import HEADLINE
 from normbench.norm_kinds import norm_kind, norm_order
 from normbench.report.confidence import POWER, Estimate, difference_ci, mean_ci, minimum_detectable_effect
 from normbench.report.runs import Run, configured
 
 #: the headline metric of an experiment when neither --metric nor the config's `report.metric` names one
 PRIMARY_METRICS = ("val/acc", "test/acc", "val/ppl", "test/ppl", "val/loss", "test/loss")
-#: instruments (normbench.instruments.callbacks) summarized beside the metrics; per-layer values stay in results.csv
-HEADLINE_INSTRUMENTS = (
-    "val/train_eval_gap",
-    "val/bpc_train_eval_gap",
-    "probe/partner_dependence",
-    "probe/causal_leak",
-    "stats/mean_dist",
-    "stats/var_dist",
-    "grad_norm/max_total",
-)
 
 
 def metric_leaf(metric: str) -> str:
@@ -180,11 +171,11 @@ def summary_metrics(runs: Sequence[Run]) -> list[str]:
     for run in runs:
         if run.ok:
             metrics.update(k for k, v in (run.record.get("metrics") or {}).items() if v is not None)
-            instruments.update(k for k in HEADLINE_INSTRUMENTS if k in (run.record.get("instruments") or {}))
+            instruments.update(k for k in HEADLINE if k in (run.record.get("instruments") or {}))
     rank = {m: i for i, m in enumerate(PRIMARY_METRICS)}
     ordered = sorted(metrics, key=lambda m: (rank.get(m.split("@")[0], len(rank)), _at_order(m)))
     timing = ["wall_time_s", *(["train_step_s"] if step_timed(runs) else [])]
-    return list(dict.fromkeys([*ordered, *(k for k in HEADLINE_INSTRUMENTS if k in instruments), *timing]))
+    return list(dict.fromkeys([*ordered, *(k for k in HEADLINE if k in instruments), *timing]))
 
 
 def _at_order(metric: str) -> tuple:

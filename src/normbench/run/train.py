@@ -30,18 +30,6 @@ from normbench.run.ddp import ddp_job
 from normbench.run.trainer import trainer_config
 from normbench.run.validation import check_override_keys, validate_config
 
-#: logged keys of the instruments (normbench.instruments.callbacks) whose last values go into results.json
-INSTRUMENT_PREFIXES = (
-    "stats/",
-    "probe/",
-    "grad_norm/",
-    "convergence/",
-    "val/acc_batch_stats",
-    "val/loss_batch_stats",
-    "val/train_eval",
-    "val/bpc_",  # a language model's bits with batch statistics and its train/eval gap in bits
-    "val/bpt_",
-)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
@@ -152,8 +140,10 @@ def _trained_in_spawned_processes(trainer) -> bool:
 
 
 def logged_instruments(trainer) -> dict[str, float]:
-    """The instruments' last logged values (see `INSTRUMENT_PREFIXES`)."""
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(INSTRUMENT_PREFIXES)}
+    """The instruments' last logged values (the keys normbench.instruments.metrics declares)."""
+    from normbench.instruments.metrics import declared
+
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if declared(k)}
 
 
 def early_stopping_callback(options: Any, monitor: tuple[str, str]):
