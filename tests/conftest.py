@@ -51,3 +51,13 @@ def write_mr_snippets(path: Path, n: int = 600, seed: int = 0) -> Path:
 @pytest.fixture
 def mr_file(tmp_path: Path) -> Path:
     return write_mr_snippets(tmp_path / "movieReviewSnippets_GroundTruth.txt")
+
+
+def data_config(name: str):
+    """``conf/data/<name>.yaml`` as the composed config holds it (with the shared loader keys it extends)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={name}"])
+    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))

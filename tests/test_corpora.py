@@ -9,8 +9,8 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import data_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from normbench.data.corpora import (
     AGNewsDataModule,
@@ -191,7 +191,7 @@ def test_configs_instantiate_on_fixtures(name: str, tmp_path: Path) -> None:
         "sst2": write_sst2,
         "ptb_char": lambda d: write_ptb(d, char=True),
     }
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    cfg = data_config(name)
     cfg.path, cfg.cache_dir, cfg.shuffle_seed = str(writers[name](tmp_path / "d")), str(tmp_path / "c"), 0
     dm = instantiate(cfg)
     dm.setup()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import data_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from normbench.data import MRPolarityDataModule, TextClassificationDataModule, base, fetch, mr
 from normbench.data import tokenizer as tok_mod
@@ -421,7 +421,7 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_hydra_config_instantiates(snippets: Path):
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / "mr.yaml")
+    cfg = data_config("mr")
     cfg.path = str(snippets)
     cfg.shuffle_seed = 3  # in the full config, ${seed}
     dm = instantiate(cfg)

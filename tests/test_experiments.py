@@ -144,3 +144,16 @@ def test_each_instrument_config_builds_the_class_that_declares_it():
         cls = get_class(node[name]._target_)
         if issubclass(cls, Instrument):
             assert cls.declared.config == name
+
+
+def test_the_loader_keys_are_stated_once_for_every_data_config():
+    """conf/data_loader.yaml holds them; a data config extends it and does not repeat them (shakespeare_char,
+    a _global_ config that also sets optim.lr, takes the language-model class's own defaults)."""
+    shared = set(OmegaConf.load(ROOT / "conf" / "data_loader.yaml"))
+    assert {"num_workers", "shuffle_seed", "drop_last", "bucket", "bucket_pool"} <= shared
+    for path in sorted((ROOT / "conf" / "data").glob("*.yaml")):
+        if path.stem == "shakespeare_char":
+            continue
+        own = OmegaConf.load(path)
+        assert "/data_loader@_here_" in own.defaults and not shared & set(own), path.stem
+        assert _compose(f"data={path.stem}").data.drop_last is True

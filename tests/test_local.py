@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from cli import train
+from conftest import data_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from normbench.data.local import LocalClassificationDataModule, LocalTextDataModule, local_datamodule
 from normbench.errors import ConfigError, DataError
@@ -126,7 +126,7 @@ def test_config_problems_name_the_setting(tmp_path: Path) -> None:
 
 
 def test_config_instantiates(tmp_path: Path) -> None:
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / "local.yaml")
+    cfg = data_config("local")
     cfg.path, cfg.shuffle_seed = str(write(tmp_path / "d.jsonl", "jsonl", rows())), 0
     dm = instantiate(cfg)
     dm.setup()

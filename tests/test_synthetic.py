@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import data_config
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from normbench.data.synthetic import (
     ListOpsDataModule,
@@ -105,7 +105,7 @@ def test_bad_settings_are_config_errors(kwargs: dict, message: str) -> None:
 
 @pytest.mark.parametrize("name", ["listops", "parity", "recall"])
 def test_configs_instantiate(name: str) -> None:
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    cfg = data_config(name)
     cfg.shuffle_seed = 0
     cfg.num_train, cfg.num_val, cfg.num_test = 20, 5, 5
     dm = instantiate(cfg)
