@@ -20,7 +20,10 @@ for arg in "$@"; do
   if [[ $arg == seed=* ]]; then seeds=${arg#seed=}; else args+=("$arg"); fi
 done
 set -- "${args[@]}"
-[[ -n $seeds ]] || seeds=$(python "$root/train.py" "experiment=$name" "$@" --cfg hydra -p hydra.sweeper.params.seed | tail -1)
+single=()  # the overrides that are no sweep (a comma list is one only under -m): enough to read the seeds
+for arg in "$@"; do [[ $arg == *,* ]] || single+=("$arg"); done
+[[ -n $seeds ]] || seeds=$(python "$root/train.py" "experiment=$name" "${single[@]}" --cfg hydra -p hydra.sweeper.params.seed | tail -1)
+[[ $seeds =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: $name: no seeds to run (got '$seeds'); pass seed=0,1,2" >&2; exit 2; }
 seeds=${seeds//,/ }
 first=${seeds%% *}
 rest=${seeds#"$first"}
