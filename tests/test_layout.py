@@ -66,7 +66,7 @@ def test_the_norm_kinds_are_the_classes_own():
 
 def test_a_recorded_kind_wins_over_the_name():
     assert norm_kind("my_norm") == "other"
-    assert norm_kind("my_norm", {"norm_kind": "batch_stats"}) == "batch"
+    assert norm_kind("my_norm", {"norm_kind": "batch"}) == "batch"
     assert norm_kind("input_batch", {"norm_kind": "none"}) == "none"
 
 
@@ -74,12 +74,12 @@ def test_a_run_records_what_its_network_normalizes_over():
     """results.json ``norm_kind`` from the built network: the input projection's batch norm is the input's."""
     from normbench.models.rnn import RecurrentEncoder
     from normbench.models.transformer import TransformerEncoder
-    from normbench.norms import norm_kind as recorded_kind
+    from normbench.norms import network_norm_kind as recorded_kind
 
     def tiny(norm, **kw):
         return TransformerEncoder(None if kw else 10, norm, d_model=8, n_heads=2, n_layers=1, d_ff=8, **kw)
 
-    assert recorded_kind(tiny("layer")) == "per_token" and recorded_kind(tiny("batch_masked")) == "batch_stats"
+    assert recorded_kind(tiny("layer")) == "token" and recorded_kind(tiny("batch_masked")) == "batch"
     assert recorded_kind(tiny("none")) == "none"
     assert recorded_kind(tiny("none", num_features=3, input_batch_norm=True)) == "none"
-    assert recorded_kind(RecurrentEncoder(10, "batch_step", hidden_size=8, embed_dim=8)) == "batch_stats"
+    assert recorded_kind(RecurrentEncoder(10, "batch_step", hidden_size=8, embed_dim=8)) == "batch"

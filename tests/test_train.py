@@ -67,7 +67,7 @@ def test_multirun_gives_each_job_its_own_dir_results_and_wandb_run(mr_file: Path
         results = json.loads((job_dir / "results.json").read_text())
         assert results["status"] == "ok" and results["output_dir"] == str(job_dir)
         seen.add((results["model"], results["norm"]))
-        assert results["norm_kind"] == {"batch": "batch_stats", "layer": "per_token"}[results["norm"]]
+        assert results["norm_kind"] == {"batch": "batch", "layer": "token"}[results["norm"]]
         (run_files,) = offline_runs(job_dir)
         run = offline_run(run_files)
         run_ids.add(run["id"])

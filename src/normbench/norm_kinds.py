@@ -24,16 +24,12 @@ BUILT_IN: dict[str, str] = {
     "scale": TOKEN,
 }
 
-#: results.json ``norm_kind`` (what the run's built norm class reports) -> kind
-RECORDED = {"batch_stats": BATCH, "per_token": TOKEN, "none": NONE}
-
 
 def norm_kind(norm: str, record: dict[str, Any] | None = None) -> str:
-    """A run's kind: what its results.json says, else (records written before ``norm_kind``) the built-in's."""
+    """A run's kind: what its results.json says (``norm_kind``, written by the run from its built network),
+    else (records written before it) the built-in's."""
     recorded = (record or {}).get("norm_kind")
-    if recorded in RECORDED:
-        return RECORDED[recorded]
-    return BUILT_IN.get(norm, OTHER)
+    return recorded if recorded in (BATCH, TOKEN, NONE) else BUILT_IN.get(norm, OTHER)
 
 
 def norm_order(norm: str) -> tuple[int, str]:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from normbench.distributed import all_reduce_sum, distributed_world
 from normbench.errors import BatchStatisticsError, ConfigError
+from normbench.norm_kinds import BATCH, NONE, TOKEN
 
 
 class SequenceNorm(nn.Module):
@@ -512,14 +513,14 @@ def batch_stat_norms(model: nn.Module) -> list[tuple[str, _BatchStatNorm]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _BatchStatNorm)]
 
 
-def norm_kind(model: nn.Module) -> str:
-    """What the network's norms compute statistics over: ``batch_stats``, ``per_token`` or ``none`` (results.json
-    ``norm_kind``, which the report reads instead of importing the classes); the input projection's batch norm
-    (``norm=input_batch``) is the input's, not the network's."""
+def network_norm_kind(model: nn.Module) -> str:
+    """What the network's norms compute statistics over, in normbench.norm_kinds' words (``batch``, ``token`` or
+    ``none``): results.json ``norm_kind``, which the report reads instead of importing the classes. The input
+    projection's batch norm (``norm=input_batch``) is the input's, not the network's."""
     norms = [m for name, m in model.named_modules() if isinstance(m, SequenceNorm) and "input_proj" not in name]
     if any(norm.uses_batch_stats for norm in norms):
-        return "batch_stats"
-    return "per_token" if any(not isinstance(norm, NoNorm) for norm in norms) else "none"
+        return BATCH
+    return TOKEN if any(not isinstance(norm, NoNorm) for norm in norms) else NONE
 
 
 def set_training_step(model: nn.Module, step: int) -> None:

@@ -30,8 +30,6 @@ from normbench.report.labels import metric_words, setting_words  # noqa: E402
 from normbench.report.runs import Run, configured  # noqa: E402
 from normbench.report.summary import Group, group_runs, norm_order, step_timed  # noqa: E402
 
-GAP_METRIC = TRAIN_EVAL_GAP_KEY
-LEAK_METRIC = CAUSAL_LEAK_KEY
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")  # one per norm, beside its colour
 DODGE_POINTS = 4.0  # sideways shift between neighbouring series ...
@@ -259,7 +257,7 @@ def metric_vs_padding(fi: FigureInput) -> list[Path]:
 
 
 def train_eval_gap_vs_batch_size(fi: FigureInput) -> list[Path]:
-    metric = _require_metric(fi, GAP_METRIC)
+    metric = _require_metric(fi, TRAIN_EVAL_GAP_KEY)
     keys = batch_keys(fi)
     if not keys:
         raise SkipFigure("the batch size is not swept")
@@ -397,8 +395,8 @@ def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -
 
 
 def causal_leak(fi: FigureInput) -> list[Path]:
-    _require_metric(fi, LEAK_METRIC)
-    return [bar_figure(fi, [LEAK_METRIC], "causal_leak", "causal-leak probe (train mode)")]
+    _require_metric(fi, CAUSAL_LEAK_KEY)
+    return [bar_figure(fi, [CAUSAL_LEAK_KEY], "causal_leak", "causal-leak probe (train mode)")]
 
 
 def sync_comparison(fi: FigureInput) -> list[Path]:

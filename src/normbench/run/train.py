@@ -182,7 +182,7 @@ def fit_and_evaluate(
         from normbench.custom_norm import check_before_data
         from normbench.instruments.callbacks import Instrument, StepTimer
         from normbench.instruments.evaluation import extra_evaluations
-        from normbench.norms import norm_kind
+        from normbench.norms import network_norm_kind
         from normbench.run.checkpointing import (
             best_checkpoint,
             check_checkpoint,
@@ -273,7 +273,7 @@ def fit_and_evaluate(
         "early_stopping": None if stopping is None else {**stopping, "best": best_path},
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "num_params": sum(p.numel() for p in module.parameters()),
-        "norm_kind": norm_kind(module),  # the report's batch / per-token split (normbench.norm_kinds)
+        "norm_kind": network_norm_kind(module),  # the report's batch / token / none split (normbench.norm_kinds)
         "data_stats": datamodule.stats(),
     }
 
