@@ -15,14 +15,12 @@ LIMIT = 240
 LONG_VALUE = 24
 #: where Hydra's override_dirname separates items: a comma followed by the next ``key=``
 ITEM = re.compile(r",(?=[+~]{0,2}[\w./@-]+=)")
+#: ``experiment_name`` of a run outside the catalogue (conf/train.yaml)
+DEFAULT_EXPERIMENT = "default"
 
 
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-#: ``experiment_name`` of a run outside the catalogue (conf/train.yaml)
-DEFAULT_EXPERIMENT = "default"
 
 
 def short_dirname(name: str, limit: int = LIMIT) -> str:
