@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> list[Table]:
     names = [n for n in (args.norms.split(",") if args.norms else NORMS) if n]
     if "lightning" in sections:
         rows = lightning_overhead(cfg, datamodule, device, plan.lightning_steps, plan.warmup, plan.lightning_rounds)
-        model = cfg.model._target_.rsplit(".", 1)[-1]
-        tables.append(Table("lightning_overhead", f"1. Lightning overhead ({model}, norm={cfg.norm.name})", rows, note))
+        model, norm = (c._target_.rsplit(".", 1)[-1] for c in (cfg.model, cfg.norm))
+        tables.append(Table("lightning_overhead", f"1. Lightning overhead ({model}, {norm})", rows, note))
     if "norms" in sections:
         tokens, mask, _ = next(iter(datamodule.train_dataloader()))
         lengths = mask.sum(1)

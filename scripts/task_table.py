@@ -14,9 +14,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.utils import instantiate
 
+from normbench.cli.schemas import composing
 from normbench.run.train import build_module
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -25,7 +26,7 @@ DEFAULT_TASKS = "mr,shakespeare_char,listops,parity,recall"
 
 def measure(task: str, path: str | None) -> dict:
     overrides = [f"data={task}"] + ([f"data.path={path}"] if path else [])
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with composing(CONF):
         cfg = compose("train", overrides=[*overrides, "model.causal=true"])
     L.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)

@@ -55,9 +55,11 @@ def mr_file(tmp_path: Path) -> Path:
 
 def data_config(name: str):
     """``conf/data/<name>.yaml`` as the composed config holds it (with the shared loader keys it extends)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    from normbench.cli.schemas import composing
+
+    with composing(Path(__file__).resolve().parents[1] / "conf"):
         cfg = compose("train", overrides=[f"data={name}"])
     return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))

@@ -39,7 +39,7 @@ def error_lines(stderr: str) -> list[str]:
             "(+norm.epss=... adds a new key)",
             None,
         ),
-        (["data.max_len=0"], "data.max_len=0 is out of range; accepted: an integer >= 1", "ConfigError"),
+        (["data.max_len=0"], "data.max_len=0 is out of range; accepted: an integer >= 1 or null", "ConfigError"),
         (["data.path={tmp}/nope.txt"], "{tmp}/nope.txt: data file not found", "DataError"),
         (["data.path={tmp}/empty.txt"], "{tmp}/empty.txt: data file is empty", "DataError"),
         (
@@ -122,5 +122,5 @@ def test_hydra_full_error_shows_the_stack_trace(mr_file: Path, tmp_path: Path) -
     args = [*SMALL, f"data.path={mr_file}", f"hydra.run.dir={tmp_path / 'run'}", "data.max_len=0"]
     proc = train(args, tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0
-    assert error_lines(proc.stderr) == ["error: data.max_len=0 is out of range; accepted: an integer >= 1"]
+    assert error_lines(proc.stderr) == ["error: data.max_len=0 is out of range; accepted: an integer >= 1 or null"]
     assert "Traceback (most recent call last)" in proc.stderr and "normbench.errors.ConfigError" in proc.stderr

@@ -14,7 +14,7 @@ from torch import nn
 from normbench.custom_norm import CustomNorm
 from normbench.errors import ConfigError
 from normbench.instruments import probes, scorecard
-from normbench.norms import build_norm
+from normbench.norm_factory import norm_factory
 
 TESTS = Path(__file__).resolve().parent
 
@@ -115,7 +115,7 @@ def test_the_readme_example_is_this_files_class_word_for_word() -> None:
 
 
 def test_custom_norm_is_built_with_its_options_and_adapted_to_the_interface() -> None:
-    norm = build_norm({"_target_": _target(DynamicTanh), "name": None, "sync": False, "alpha_init": 0.7}, 8)
+    norm = norm_factory({"_target_": _target(DynamicTanh), "name": None, "sync": False, "alpha_init": 0.7})(8)
     assert isinstance(norm, CustomNorm) and isinstance(norm.inner, DynamicTanh)
     assert norm.label == "DynamicTanh" and float(norm.inner.alpha.detach()) == pytest.approx(0.7)
     assert (norm.uses_batch_stats, norm.per_token) == (False, True)  # nothing declared: per-token
@@ -138,7 +138,7 @@ def test_custom_norm_is_built_with_its_options_and_adapted_to_the_interface() ->
 )
 def test_a_class_that_does_not_fit_is_refused_in_one_line_naming_what_is_missing(cls: type, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        build_norm({"_target_": _target(cls), "name": None, "sync": False}, 8)
+        norm_factory({"_target_": _target(cls), "name": None, "sync": False})(8)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith(f"norm._target_={_target(cls)}")
 
@@ -150,7 +150,7 @@ def test_a_missing_target_an_unimportable_one_and_an_unknown_option_are_refused(
         ({"_target_": _target(DynamicTanh), "alpha": 1.0}, "accepted: __init__(num_features, alpha_init)"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
-            build_norm(options, 8)
+            norm_factory(options)(8)
 
 
 def _user_env() -> dict[str, str]:
@@ -177,7 +177,13 @@ def test_the_readme_norm_trains_through_train_py_with_every_instrument(mr_file: 
     train([*args, f"hydra.run.dir={run_dir}", "checkpoint.every_n_steps=0"], tmp_path, env=_user_env())
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and results["norm"] == "DynamicTanh" and results["global_step"] == 4
-    expected_norm = {"_target_": _target(DynamicTanh), "name": None, "sync": False, "alpha_init": 0.7}
+    expected_norm = {
+        "_target_": _target(DynamicTanh),
+        "_partial_": True,
+        "name": None,
+        "sync": False,
+        "alpha_init": 0.7,
+    }
     assert results["config"]["norm"] == expected_norm
     instruments = results["instruments"]  # a per-token norm: no partner dependence, no leak, no train/eval gap
     assert instruments["probe/partner_dependence"] == 0.0 and instruments["probe/causal_leak"] == 0.0
@@ -203,7 +209,7 @@ def test_the_readme_norm_from_a_users_own_yaml_passes_the_probe_scorecard(mr_fil
 
 
 def test_probes_leave_a_users_running_statistics_as_they_were_and_a_warm_up_moves_them() -> None:
-    norm = build_norm({"_target_": _target(RunningCentre)}, 4).eval()
+    norm = norm_factory({"_target_": _target(RunningCentre)})(4).eval()
     x, mask = torch.randn(3, 5, 4) + 2.0, torch.ones(3, 5, dtype=torch.bool)
     with probes.batch_statistics_mode(norm):
         norm(x, mask)

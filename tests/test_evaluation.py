@@ -10,6 +10,7 @@ from normbench.errors import ConfigError
 from normbench.instruments.evaluation import extra_evaluations
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import norm_factory
 from normbench.run.task import SequenceClassifier
 
 
@@ -27,7 +28,7 @@ def _module(encoder) -> SequenceClassifier:
 
 def test_other_lengths_equal_a_datamodule_built_with_that_max_len(mr_file: Path, tmp_path: Path) -> None:
     dm = _datamodule(mr_file, tmp_path, batch_size=16, max_len=4)
-    module = _module(RecurrentEncoder(dm.vocab_size, "batch_step", hidden_size=16, embed_dim=16))
+    module = _module(RecurrentEncoder(dm.vocab_size, norm_factory("batch_step"), hidden_size=16, embed_dim=16))
     metrics, notes = extra_evaluations(module, dm, lengths=[4, 12])
     assert notes == [] and module.training  # the module's mode comes back
     for length in (4, 12):
@@ -43,7 +44,9 @@ def test_batch_size_one_changes_nothing_with_running_statistics_but_batch_statis
     mr_file: Path, tmp_path: Path
 ) -> None:
     dm = _datamodule(mr_file, tmp_path, batch_size=16)
-    module = _module(TransformerEncoder(dm.vocab_size, "batch_masked", d_model=16, n_heads=2, n_layers=1, d_ff=32))
+    module = _module(
+        TransformerEncoder(dm.vocab_size, norm_factory("batch_masked"), d_model=16, n_heads=2, n_layers=1, d_ff=32)
+    )
     module.train()
     for batch in list(dm.train_dataloader())[:5]:  # move the running statistics away from (0, 1)
         module(*batch[:2])
@@ -59,7 +62,7 @@ def test_batch_statistics_of_one_sequence_in_a_recurrent_cell_are_noted_not_inve
     mr_file: Path, tmp_path: Path
 ) -> None:
     dm = _datamodule(mr_file, tmp_path, batch_size=16)
-    module = _module(RecurrentEncoder(dm.vocab_size, "batch_masked", hidden_size=16, embed_dim=16))
+    module = _module(RecurrentEncoder(dm.vocab_size, norm_factory("batch_masked"), hidden_size=16, embed_dim=16))
     metrics, notes = extra_evaluations(module, dm, batch_sizes=[1])
     assert "test/acc@eval_batch=1" in metrics and "test/acc_batch_stats@eval_batch=1" not in metrics
     assert len(notes) == 1 and notes[0].startswith("batch statistics at eval batch 1: batch norm inside a recurrent")
@@ -67,7 +70,7 @@ def test_batch_statistics_of_one_sequence_in_a_recurrent_cell_are_noted_not_inve
 
 def test_bad_evaluation_settings_are_refused(mr_file: Path, tmp_path: Path) -> None:
     dm = _datamodule(mr_file, tmp_path)
-    module = _module(RecurrentEncoder(dm.vocab_size, "layer", hidden_size=8, embed_dim=8))
+    module = _module(RecurrentEncoder(dm.vocab_size, norm_factory("layer"), hidden_size=8, embed_dim=8))
     with pytest.raises(ConfigError, match=r"^evaluate.lengths holds 0; accepted: a list of integers >= 1$"):
         extra_evaluations(module, dm, lengths=[0])
     with pytest.raises(ConfigError, match=r"evaluate.lengths / evaluate.batch_sizes need .* object has none"):

@@ -5,12 +5,13 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra import compose
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from normbench.cli.dirnames import short_dirname
-from normbench.norms import build_norm
+from normbench.cli.schemas import composing
+from normbench.norm_factory import input_norm, norm_factory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -22,7 +23,7 @@ def _sweep(cfg) -> dict[str, list[str]]:
 
 
 def _compose(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with composing(ROOT / "conf"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -49,17 +50,20 @@ def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: s
     assert cfg.experiment_name == name and name in cfg.hydra.sweep.dir
     params = _sweep(cfg)
     assert len(params["seed"]) >= 3
-    norms = set(params.get("norm", [cfg.norm.name]))
+    norms = set(params.get("norm", [cfg.hydra.runtime.choices.norm]))
     assert norms & PER_TOKEN and norms & BATCH, norms  # the gap is always measured side by side
     for norm in norms:
         job = _compose(f"experiment={name}", f"norm={norm}")
         model = OmegaConf.to_container(job.model, resolve=True)
+        norm_config = OmegaConf.to_container(job.norm, resolve=True)
         model.pop("compile")  # a switch for train.py, not an encoder argument
+        first = input_norm(norm_config, model.pop("input_batch_norm"))  # train.py's, from the same two switches
         numeric = job.data._target_.endswith("NumericSequenceDataModule")  # features through an input projection
         inputs = {"vocab_size": None, "num_features": 12} if numeric else {"vocab_size": 50}
-        encoder = instantiate(model, norm=OmegaConf.to_container(job.norm, resolve=True), **inputs)
+        factory = norm_factory(norm_config)
+        encoder = get_class(model.pop("_target_"))(norm=factory, input_norm=first, **inputs, **model)
         assert encoder.output_dim == model.get("d_model", model.get("hidden_size"))  # the configured width
-        assert {type(m).__name__ for m in encoder.modules()} >= {type(build_norm(job.norm.name, 4)).__name__}
+        assert {type(m).__name__ for m in encoder.modules()} >= {type(factory(4)).__name__}
     # the CPU scale in epochs of data (small_batch: 24 quarter-epochs, early stopping ends most runs before);
     # input_scale's 10 epochs of a 216-case set are 130 steps, one epoch of the default task
     epochs = cfg.trainer.max_epochs * cfg.trainer.limit_train_batches
@@ -93,7 +97,7 @@ def test_scale_sets_the_model_size_of_every_entry_and_the_command_line_still_win
     assert cpu_sweep.keys() == gpu_sweep.keys()
     for key, values in cpu_sweep.items():  # the CPU scale may cut a sweep (conf/entry_size/), never add to it
         assert set(values) <= set(gpu_sweep[key]), key
-    if "max_len" in cpu.data:  # classification snippets; a language model's windows are data.seq_len
+    if cpu.data.max_len is not None:  # classification snippets; a language model's windows are data.seq_len
         assert cpu.data.max_len <= gpu.data.max_len
     else:
         assert gpu.data.max_len is None and cpu.data.seq_len == gpu.data.seq_len
@@ -140,20 +144,15 @@ def test_each_instrument_config_builds_the_class_that_declares_it():
     assert files == sorted(i.config for i in INSTRUMENTS)
     for name in files:
         node = OmegaConf.load(ROOT / "conf" / "callbacks" / f"{name}.yaml")
-        assert list(node) == [name]
+        assert [k for k in node if k != "defaults"] == [name]
         cls = get_class(node[name]._target_)
         if issubclass(cls, Instrument):
             assert cls.declared.config == name
 
 
-def test_the_loader_keys_are_stated_once_for_every_data_config():
-    """conf/data_loader.yaml holds them; a data config extends it and does not repeat them (shakespeare_char,
-    a _global_ config that also sets optim.lr, takes the language-model class's own defaults)."""
-    shared = set(OmegaConf.load(ROOT / "conf" / "data_loader.yaml"))
-    assert {"num_workers", "shuffle_seed", "drop_last", "bucket", "bucket_pool"} <= shared
+def test_every_data_config_drops_a_last_training_batch_of_one_sequence_and_shuffles_by_the_seed():
+    """The config's own loader defaults (normbench.cli.schemas), over the class's: drop_last true, the training
+    order from the run's seed."""
     for path in sorted((ROOT / "conf" / "data").glob("*.yaml")):
-        if path.stem == "shakespeare_char":
-            continue
-        own = OmegaConf.load(path)
-        assert "/data_loader@_here_" in own.defaults and not shared & set(own), path.stem
-        assert _compose(f"data={path.stem}").data.drop_last is True
+        data = _compose(f"data={path.stem}", "seed=5").data
+        assert (data.drop_last, data.shuffle_seed) == (True, 5), path.stem

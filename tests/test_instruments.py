@@ -24,15 +24,18 @@ from normbench.instruments.callbacks import (
 from normbench.instruments.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import norm_factory
 from normbench.norms import batch_stat_norms
 from normbench.run.task import SequenceClassifier
 
 VOCAB = 40
 
 
-def _transformer(norm, causal: bool = False) -> TransformerEncoder:
+def _transformer(norm: str, causal: bool = False) -> TransformerEncoder:
     torch.manual_seed(0)
-    return TransformerEncoder(VOCAB, norm, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.1, causal=causal)
+    return TransformerEncoder(
+        VOCAB, norm_factory(norm), d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.1, causal=causal
+    )
 
 
 def _batch(n: int, length: int, seed: int, ragged: bool = True):
@@ -60,7 +63,9 @@ def test_batch_statistics_mode_changes_nothing_it_touches() -> None:
 @pytest.mark.parametrize("family", ["transformer", "lstm"])
 def test_partner_dependence_is_zero_exactly_for_per_token_norms(norm: str, dependent: bool, family: str) -> None:
     torch.manual_seed(0)
-    model = _transformer(norm) if family == "transformer" else RecurrentEncoder(VOCAB, norm, hidden_size=16)
+    model = (
+        _transformer(norm) if family == "transformer" else RecurrentEncoder(VOCAB, norm_factory(norm), hidden_size=16)
+    )
     probe = _batch(3, 5, seed=0)
     partners = [_batch(5, length, seed=s) for s, length in [(1, 4), (2, 7), (3, 6)]]
     with batch_statistics_mode(model):
@@ -162,7 +167,9 @@ def _instruments():
 @pytest.mark.slow
 def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path: Path) -> None:
     instruments = _instruments()
-    trainer = _fit(mr_file, tmp_path, lambda v: RecurrentEncoder(v, "batch_masked", hidden_size=32), instruments)
+    trainer = _fit(
+        mr_file, tmp_path, lambda v: RecurrentEncoder(v, norm_factory("batch_masked"), hidden_size=32), instruments
+    )
     logged = trainer.callback_metrics
     fluctuation, gap = instruments[0].series["stats/mean_dist"], instruments[1].series["val/train_eval_gap"]
     steps_per_epoch = trainer.num_training_batches
@@ -195,8 +202,8 @@ def test_layer_norm_run_has_no_gap_no_partner_dependence_and_no_fluctuation(mr_f
     assert "stats/mean_dist" not in logged and "probe/causal_leak" not in logged  # no batch stats; not causal
 
 
-def _transformer_for(vocab: int, norm) -> TransformerEncoder:
-    return TransformerEncoder(vocab, norm, d_model=32, n_heads=2, n_layers=1, d_ff=64)
+def _transformer_for(vocab: int, norm: str) -> TransformerEncoder:
+    return TransformerEncoder(vocab, norm_factory(norm), d_model=32, n_heads=2, n_layers=1, d_ff=64)
 
 
 @pytest.mark.slow

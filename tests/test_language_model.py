@@ -19,6 +19,7 @@ from normbench.errors import ConfigError
 from normbench.instruments.callbacks import BatchPartnerDependence, BatchStatFluctuation, CausalLeakProbe, TrainEvalGap
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import norm_factory
 from normbench.run.task import LanguageModel, build_task
 
 # a bigram model over 4 symbols: P(next | previous), rows sum to 1
@@ -89,11 +90,13 @@ def test_padding_is_neither_scored_nor_attended() -> None:
 
 
 def test_a_bidirectional_encoder_is_refused_for_language_modeling() -> None:
-    encoder = TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8, causal=False)
+    encoder = TransformerEncoder(10, norm_factory("layer"), d_model=8, n_heads=2, n_layers=1, d_ff=8, causal=False)
     with pytest.raises(ConfigError, match=r"data=shakespeare_char is language modeling .* model.causal=true"):
         LanguageModel(encoder, 10, data_name="shakespeare_char")
-    LanguageModel(TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8, causal=True), 10)
-    LanguageModel(RecurrentEncoder(10, "layer", hidden_size=8, embed_dim=8), 10)
+    LanguageModel(
+        TransformerEncoder(10, norm_factory("layer"), d_model=8, n_heads=2, n_layers=1, d_ff=8, causal=True), 10
+    )
+    LanguageModel(RecurrentEncoder(10, norm_factory("layer"), hidden_size=8, embed_dim=8), 10)
 
 
 # --- the LM datamodule ---------------------------------------------------------------------------
@@ -190,7 +193,7 @@ def test_epoch_size_samples_a_fresh_subset_each_epoch(tmp_path: Path) -> None:
 def test_build_task_follows_the_datamodule(tmp_path: Path) -> None:
     dm = LinesDataModule(TEXT, seq_len=8, batch_size=2, cache_dir=str(tmp_path), name="lines")
     dm.setup()
-    encoder = RecurrentEncoder(dm.vocab_size, "layer", hidden_size=8, embed_dim=8)
+    encoder = RecurrentEncoder(dm.vocab_size, norm_factory("layer"), hidden_size=8, embed_dim=8)
     module = build_task(dm, encoder, lr=1e-3)
     assert isinstance(module, LanguageModel) and module.head.out_features == dm.vocab_size
     assert module.monitor == ("val/loss", "min")
@@ -207,9 +210,13 @@ def test_lm_learns_and_the_instruments_measure_it(family: str, tmp_path: Path) -
     dm.setup()
     torch.manual_seed(0)
     if family == "transformer":
-        encoder = TransformerEncoder(dm.vocab_size, "batch", d_model=32, n_heads=2, n_layers=1, d_ff=64, causal=True)
+        encoder = TransformerEncoder(
+            dm.vocab_size, norm_factory("batch"), d_model=32, n_heads=2, n_layers=1, d_ff=64, causal=True
+        )
     else:
-        encoder = RecurrentEncoder(dm.vocab_size, "batch_masked", cell="gru", hidden_size=16, embed_dim=16)
+        encoder = RecurrentEncoder(
+            dm.vocab_size, norm_factory("batch_masked"), cell="gru", hidden_size=16, embed_dim=16
+        )
     module = LanguageModel(encoder, dm.vocab_size, char_level=True, lr=2e-2)
     callbacks = [BatchStatFluctuation(5), TrainEvalGap(), BatchPartnerDependence(), CausalLeakProbe(4, 3)]
     trainer = L.Trainer(

@@ -8,6 +8,7 @@ from pathlib import Path
 from cli import cli_env
 from fake_runs import write_job
 
+from normbench.norm_factory import norm_factory
 from normbench.norm_kinds import BUILT_IN, norm_kind
 from normbench.norms import NORMS, NoNorm
 
@@ -74,12 +75,15 @@ def test_a_run_records_what_its_network_normalizes_over():
     """results.json ``norm_kind`` from the built network: the input projection's batch norm is the input's."""
     from normbench.models.rnn import RecurrentEncoder
     from normbench.models.transformer import TransformerEncoder
+    from normbench.norm_factory import input_norm
     from normbench.norms import network_norm_kind as recorded_kind
 
     def tiny(norm, **kw):
-        return TransformerEncoder(None if kw else 10, norm, d_model=8, n_heads=2, n_layers=1, d_ff=8, **kw)
+        return TransformerEncoder(
+            None if kw else 10, norm_factory(norm), d_model=8, n_heads=2, n_layers=1, d_ff=8, **kw
+        )
 
     assert recorded_kind(tiny("layer")) == "token" and recorded_kind(tiny("batch_masked")) == "batch"
     assert recorded_kind(tiny("none")) == "none"
-    assert recorded_kind(tiny("none", num_features=3, input_batch_norm=True)) == "none"
-    assert recorded_kind(RecurrentEncoder(10, "batch_step", hidden_size=8, embed_dim=8)) == "batch"
+    assert recorded_kind(tiny("none", num_features=3, input_norm=input_norm({}, model_switch=True))) == "none"
+    assert recorded_kind(RecurrentEncoder(10, norm_factory("batch_step"), hidden_size=8, embed_dim=8)) == "batch"

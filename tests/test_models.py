@@ -9,6 +9,7 @@ from torch import nn
 from normbench.errors import BatchStatisticsError
 from normbench.models.rnn import NormGRULayer, NormLSTMLayer, RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import NormFactory, norm_factory
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 VOCAB = 50
@@ -32,7 +33,7 @@ def _pack_reference(ref: nn.RNNBase, x: torch.Tensor, lengths: list[int]) -> tor
 
 def test_lstm_without_norm_equals_torch_lstm_on_padded_batch() -> None:
     torch.manual_seed(0)
-    ours, ref = NormLSTMLayer(5, 8, "none"), nn.LSTM(5, 8, batch_first=True)
+    ours, ref = NormLSTMLayer(5, 8, norm_factory("none")), nn.LSTM(5, 8, batch_first=True)
     ours.input_proj.weight.data.copy_(ref.weight_ih_l0)
     ours.hidden_proj.weight.data.copy_(ref.weight_hh_l0)
     ours.bias.data.copy_(ref.bias_ih_l0 + ref.bias_hh_l0)
@@ -44,7 +45,7 @@ def test_lstm_without_norm_equals_torch_lstm_on_padded_batch() -> None:
 
 def test_gru_without_norm_equals_torch_gru_on_padded_batch() -> None:
     torch.manual_seed(0)
-    ours, ref = NormGRULayer(5, 8, "none"), nn.GRU(5, 8, batch_first=True)
+    ours, ref = NormGRULayer(5, 8, norm_factory("none")), nn.GRU(5, 8, batch_first=True)
     ours.input_proj.weight.data.copy_(ref.weight_ih_l0)
     ours.hidden_proj.weight.data.copy_(ref.weight_hh_l0)
     ours.input_bias.data.copy_(ref.bias_ih_l0)
@@ -58,7 +59,7 @@ def test_gru_without_norm_equals_torch_gru_on_padded_batch() -> None:
 def test_layer_norm_lstm_follows_ba_et_al_placement() -> None:
     """One step written out by hand with nn.LayerNorm on each pre-activation and on the cell state."""
     torch.manual_seed(0)
-    layer = NormLSTMLayer(5, 8, "layer")
+    layer = NormLSTMLayer(5, 8, norm_factory("layer"))
     for p in layer.parameters():
         p.data.normal_()
     x = torch.randn(4, 2, 5)
@@ -75,8 +76,11 @@ def test_layer_norm_lstm_follows_ba_et_al_placement() -> None:
     torch.testing.assert_close(layer(x, mask)[:, -1], h, **TOL)
 
 
-def _encoder(kind: str, norm: str, **kw) -> nn.Module:
+def _encoder(kind: str, norm: str | NormFactory, **kw) -> nn.Module:
+    """An encoder of ``kind`` with ``norm`` (a built-in by its option: group norm in 2 groups)."""
     torch.manual_seed(0)
+    if isinstance(norm, str):
+        norm = norm_factory(norm, **({"groups": 2} if norm == "group" else {}))
     if kind == "transformer":
         return TransformerEncoder(VOCAB, norm, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0, **kw)
     return RecurrentEncoder(VOCAB, norm, cell=kind, embed_dim=12, hidden_size=16, num_layers=2, dropout=0.0)
@@ -91,7 +95,7 @@ MODELS = ["transformer", "lstm", "gru"]
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_extra_padding_never_changes_real_token_outputs(kind: str, norm: str, training: bool) -> None:
-    model = _encoder(kind, {"name": "group", "groups": 2} if norm == "group" else norm).train(training)
+    model = _encoder(kind, norm).train(training)
     fresh = copy.deepcopy(model)  # a training call updates running statistics: compare from one state
     tokens, mask = _tokens([5, 2, 4], 5)
     short = model(tokens, mask)[mask]
@@ -103,7 +107,7 @@ def test_extra_padding_never_changes_real_token_outputs(kind: str, norm: str, tr
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("norm", ["layer", "rms", "none", "group", "scale"])
 def test_batch_mates_never_change_an_example_for_per_token_norms(kind: str, norm: str) -> None:
-    model = _encoder(kind, {"name": "group", "groups": 2} if norm == "group" else norm).train()
+    model = _encoder(kind, norm).train()
     tokens, mask = _tokens([6, 3, 5], 6, seed=1)
     other, other_mask = _tokens([6, 2, 4], 6, seed=2)
     alone = model(tokens[:1], mask[:1])
@@ -184,7 +188,7 @@ def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_recurrent_cells_give_per_step_norms_their_time_step(kind: str) -> None:
     """batch_step inside a cell keeps running statistics for exactly the steps it saw (Cooijmans et al.)."""
-    model = _encoder(kind, {"name": "batch_step", "max_steps": 10}).train()
+    model = _encoder(kind, norm_factory("batch_step", max_steps=10)).train()
     tokens, mask = _tokens([6, 4, 6], 6)
     model(tokens, mask)
     layer = model.layers[0]

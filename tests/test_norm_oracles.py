@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from normbench.norms import FluctuationMeter, build_norm
+from normbench.norm_factory import norm_factory
+from normbench.norms import FluctuationMeter
 
 C = 6
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -24,7 +25,7 @@ def _affine(norm: nn.Module, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor 
 
 
 def test_layer_norm_by_hand() -> None:
-    norm = build_norm("layer", C)
+    norm = norm_factory("layer")(C)
     weight, bias = _affine(norm)
     x = torch.randn(3, 5, C, dtype=torch.float64) * 3 + 2
     mean = x.sum(-1, keepdim=True) / C
@@ -34,7 +35,7 @@ def test_layer_norm_by_hand() -> None:
 
 
 def test_rms_norm_by_hand() -> None:
-    norm = build_norm("rms", C)
+    norm = norm_factory("rms")(C)
     weight, _ = _affine(norm)
     x = torch.randn(3, 5, C, dtype=torch.float64) * 3 + 2
     expected = x / torch.sqrt((x * x).sum(-1, keepdim=True) / C + 1e-6) * weight.double()  # no centring
@@ -44,7 +45,7 @@ def test_rms_norm_by_hand() -> None:
 def test_naive_batch_norm_by_hand_in_training_and_eval() -> None:
     """Statistics over every position (padding too), running mean/var as an average with weight 0.1 for
     the batch, the variance unbiased in the running statistics and biased in the normalization."""
-    norm = build_norm("batch", C).train()
+    norm = norm_factory("batch")(C).train()
     weight, bias = _affine(norm)
     x = torch.randn(4, 5, C, dtype=torch.float64) * 3 + 2
     rows = x.reshape(-1, C)
@@ -73,7 +74,7 @@ def _padded(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_hand_written_batch_statistics_equal_torch_batch_norm(name: str, path: str) -> None:
     """The path that computes moments itself (not ``F.batch_norm``) is ``nn.BatchNorm1d`` on the rows the norm
     takes its statistics from (every position for ``batch``, the real tokens for ``batch_masked``)."""
-    ours = build_norm({"name": name, "sync": path == "sync"}, C)
+    ours = norm_factory(name, sync=path == "sync")(C)
     ref = nn.BatchNorm1d(C, eps=1e-5, momentum=0.1)
     weight, bias = _affine(ours)
     ref.weight.data.copy_(weight), ref.bias.data.copy_(bias)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.norms import BatchRenorm, PowerNorm, StepBatchNorm, build_norm
+from normbench.norm_factory import norm_factory
+from normbench.norms import BatchRenorm, PowerNorm, StepBatchNorm
 
 C = 8
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -43,7 +44,7 @@ def _forward_backward(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor, grad
 
 
 def test_group_norm_equals_torch_group_norm_per_token() -> None:
-    ours, ref = _with_affine(build_norm({"name": "group", "groups": 4}, C)), nn.GroupNorm(4, C)
+    ours, ref = _with_affine(norm_factory("group", groups=4)(C)), nn.GroupNorm(4, C)
     ref.load_state_dict(ours.state_dict())
     x, mask = _padded([5, 3], 5)
     grad_out = torch.randn(x.shape)
@@ -58,11 +59,11 @@ def test_group_norm_equals_torch_group_norm_per_token() -> None:
 
 def test_group_norm_rejects_groups_that_do_not_divide_channels() -> None:
     with pytest.raises(ConfigError, match=r"norm.groups=3 must divide the 8 channels"):
-        build_norm({"name": "group", "groups": 3}, C)
+        norm_factory("group", groups=3)(C)
 
 
 def test_scale_norm_is_g_times_x_over_its_norm() -> None:
-    norm = build_norm("scale", C)
+    norm = norm_factory("scale")(C)
     x = torch.randn(3, 4, C)
     assert norm.scale.item() == pytest.approx(C**0.5)
     expected = C**0.5 * x / torch.sqrt((x * x).sum(-1, keepdim=True))
@@ -120,7 +121,7 @@ def test_step_batch_norm_beyond_max_steps_reuses_the_last_steps_statistics_or_re
 
 
 def test_step_batch_norm_gamma_init_of_the_paper() -> None:
-    norm = build_norm({"name": "batch_step", "gamma_init": 0.1}, C)
+    norm = norm_factory("batch_step", gamma_init=0.1)(C)
     assert torch.all(norm.weight == 0.1)
 
 
@@ -211,7 +212,7 @@ def test_batch_renorm_relaxation_schedule() -> None:
 
 @pytest.mark.parametrize("name", BATCH_STAT_NORMS)
 def test_fewer_than_two_values_per_channel_is_a_clear_error(name: str) -> None:
-    norm = build_norm(name, C).train()
+    norm = norm_factory(name)(C).train()
     x, mask = _padded([1, 0], 1)
     with pytest.raises(BatchStatisticsError, match=rf"norm={name} got 1 real value per channel"):
         norm(x, mask)
@@ -221,7 +222,7 @@ def test_fewer_than_two_values_per_channel_is_a_clear_error(name: str) -> None:
 def test_running_statistics_never_see_padding_and_no_nan_on_an_all_padding_row(name: str) -> None:
     outputs = []
     for total, pad_value in [(5, 0.0), (9, 1e4), (9, float("nan"))]:
-        norm = build_norm(name, C).train()
+        norm = norm_factory(name)(C).train()
         x, mask = _padded([5, 0, 3, 4], total, pad_value)  # row 1 is all padding
         x = x.requires_grad_(True)
         out = norm(x, mask)
@@ -238,7 +239,7 @@ def test_running_statistics_never_see_padding_and_no_nan_on_an_all_padding_row(n
 @pytest.mark.parametrize("name", [*BATCH_STAT_NORMS, "batch"])
 def test_frozen_running_statistics_stay_put_in_train_mode(name: str) -> None:
     """What the train/eval-gap instrument relies on: batch statistics without updating running ones."""
-    norm = build_norm(name, C).train()
+    norm = norm_factory(name)(C).train()
     norm.update_running = False
     before = copy.deepcopy(norm.state_dict())
     x, mask = _padded([5, 3], 5)

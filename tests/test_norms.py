@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.norms import NORMS, build_norm
+from normbench.norm_factory import norm_factory, recurrent
+from normbench.norms import NORMS
 
 C = 6
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -46,7 +47,7 @@ def _run(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, grad_out:
 @pytest.mark.parametrize("training", [True, False])
 def test_agrees_with_torch_on_unpadded_input(name: str, training: bool) -> None:
     torch.manual_seed(0)
-    ours, ref = build_norm(name, C), _reference(name)
+    ours, ref = norm_factory(name)(C), _reference(name)
     _randomize_affine(ours, ref)
     x = torch.randn(4, 7, C) * 3 + 2
     mask = torch.ones(4, 7, dtype=torch.bool)
@@ -78,7 +79,7 @@ def _padded_batch(lengths: list[int], total: int, pad_value: float, seed: int = 
 
 
 def test_masked_batch_norm_equals_batch_norm_on_packed_real_tokens() -> None:
-    ours, ref = build_norm("batch_masked", C), _reference("batch_masked")
+    ours, ref = norm_factory("batch_masked")(C), _reference("batch_masked")
     _randomize_affine(ours, ref)
     x, mask = _padded_batch([5, 2, 7, 1], total=9, pad_value=50.0)
     grad_out = torch.randn(x.shape)
@@ -105,7 +106,7 @@ def test_masked_batch_norm_equals_batch_norm_on_packed_real_tokens() -> None:
 def test_padding_length_and_values_never_reach_real_tokens(name: str, training: bool) -> None:
     results = []
     for total, pad_value in [(6, 0.0), (11, 0.0), (11, -1e4), (20, float("nan"))]:
-        norm = build_norm(name, C).train(training)
+        norm = norm_factory(name)(C).train(training)
         x, mask = _padded_batch([4, 1, 6], total, pad_value)
         out = norm(x, mask)[mask]
         assert torch.isfinite(out).all()
@@ -119,7 +120,7 @@ def test_padding_length_and_values_never_reach_real_tokens(name: str, training: 
 def test_naive_batch_norm_does_see_the_padding() -> None:
     """The baseline must differ from the masked one exactly when there is padding."""
     x, mask = _padded_batch([4, 1, 6], total=8, pad_value=0.0)
-    naive, masked = build_norm("batch", C), build_norm("batch_masked", C)
+    naive, masked = norm_factory("batch")(C), norm_factory("batch_masked")(C)
     assert not torch.allclose(naive(x, mask)[mask], masked(x, mask)[mask], atol=1e-3)
     full = torch.ones_like(mask)
     torch.testing.assert_close(naive(x, full), masked(x, full), **TOL)
@@ -127,19 +128,19 @@ def test_naive_batch_norm_does_see_the_padding() -> None:
 
 def test_none_is_identity() -> None:
     x = torch.randn(2, 3, C)
-    assert torch.equal(build_norm("none", C)(x, None), x)
+    assert torch.equal(norm_factory("none")(C)(x, None), x)
 
 
 def test_recurrent_call_shape_two_dimensional() -> None:
     """Recurrent cells call the norm per time step with x[B, C] and mask[B]."""
     x, mask = torch.randn(5, C), torch.tensor([True, True, False, True, False])
     ref = _reference("batch_masked")
-    torch.testing.assert_close(build_norm("batch_masked", C)(x, mask)[mask], ref(x[mask]), **TOL)
+    torch.testing.assert_close(norm_factory("batch_masked")(C)(x, mask)[mask], ref(x[mask]), **TOL)
 
 
 @pytest.mark.parametrize("name", ["batch", "batch_masked"])
 def test_one_value_per_channel_is_a_clear_error(name: str) -> None:
-    norm = build_norm(name, C).train()
+    norm = norm_factory(name)(C).train()
     x, mask = _padded_batch([1, 0], total=1, pad_value=0.0)
     x = x[:1] if name == "batch" else x
     mask = mask[:1] if name == "batch" else mask
@@ -148,7 +149,7 @@ def test_one_value_per_channel_is_a_clear_error(name: str) -> None:
 
 
 def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:
-    norm = build_norm("batch_masked", C, recurrent=True).train()
+    norm = recurrent(norm_factory("batch_masked"))(C).train()
     norm.running_mean.fill_(1.0)
     x, mask = torch.randn(3, C), torch.tensor([False, True, False])
     out = norm(x, mask)
@@ -159,18 +160,18 @@ def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:
 
 def test_unknown_norm_names_the_choices() -> None:
     with pytest.raises(ConfigError) as refused:
-        build_norm("btach", C)
+        norm_factory("btach")(C)
     accepted = "none, batch, batch_masked, batch_step, power, batch_renorm, layer, rms, group, scale"
     assert str(refused.value) == f"unknown norm 'btach'; accepted: {accepted}"  # every norm, nothing after
 
 
 def test_unknown_option_names_the_accepted_ones() -> None:
     with pytest.raises(ConfigError, match=r"norm=layer: .*momentum.*accepted options: \['eps', 'affine'\]"):
-        build_norm({"name": "layer", "momentum": 0.1}, C)
+        norm_factory("layer", momentum=0.1)(C)
 
 
 def test_every_registered_norm_keeps_shape() -> None:
     x, mask = _padded_batch([3, 2], total=4, pad_value=0.0)
     for name in NORMS:
-        options = {"name": name, "groups": 3} if name == "group" else name
-        assert build_norm(options, C)(x, mask).shape == x.shape
+        options = {"groups": 3} if name == "group" else {}
+        assert norm_factory(name, **options)(C)(x, mask).shape == x.shape

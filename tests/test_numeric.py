@@ -20,6 +20,8 @@ from normbench.data.ts_format import read_ts
 from normbench.errors import ConfigError, DataError, user_errors_as_one_line
 from normbench.models.rnn import RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import NormFactory, input_norm, norm_factory
+from normbench.norms import MaskedBatchNorm
 
 HEADER = """#A fixture in the UEA .ts format
 @problemName Toy
@@ -251,10 +253,10 @@ def _bytes(path: Path, data: bytes) -> Path:
 
 def _encoders(norm: str, input_batch_norm: bool) -> list[torch.nn.Module]:
     torch.manual_seed(0)
-    common = {"num_features": 3, "input_batch_norm": input_batch_norm, "dropout": 0.0}
+    common = {"num_features": 3, "input_norm": input_norm({}, input_batch_norm), "dropout": 0.0}
     return [
-        RecurrentEncoder(None, norm, cell="lstm", embed_dim=8, hidden_size=8, **common),
-        TransformerEncoder(None, norm, d_model=8, n_heads=2, n_layers=1, d_ff=16, **common),
+        RecurrentEncoder(None, norm_factory(norm), cell="lstm", embed_dim=8, hidden_size=8, **common),
+        TransformerEncoder(None, norm_factory(norm), d_model=8, n_heads=2, n_layers=1, d_ff=16, **common),
     ]
 
 
@@ -291,16 +293,18 @@ def test_input_batch_norm_makes_the_model_blind_to_channel_ranges() -> None:
 
 
 def test_inputs_are_tokens_or_features_and_input_norm_needs_features() -> None:
-    chosen = TransformerEncoder(None, {"name": "none", "input_batch_norm": True}, d_model=8, n_heads=2, num_features=3)
-    assert chosen.input_proj.input_norm is not None  # norm=input_batch turns the model option on
+    def transformer(first: NormFactory | None) -> torch.nn.Module:
+        return TransformerEncoder(None, norm_factory("none"), d_model=8, n_heads=2, num_features=3, input_norm=first)
+
+    chosen = transformer(input_norm({"input_batch_norm": True}, model_switch=False))
+    assert isinstance(chosen.input_proj.input_norm, MaskedBatchNorm)  # norm=input_batch turns the model option on
     assert chosen.input_proj.input_norm.sync is False
-    synced = {"name": "none", "sync": True, "input_batch_norm": True}
-    assert TransformerEncoder(None, synced, d_model=8, n_heads=2, num_features=3).input_proj.input_norm.sync is True
-    assert TransformerEncoder(None, "none", d_model=8, n_heads=2, num_features=3).input_proj.input_norm is None
+    assert transformer(input_norm({"sync": True}, model_switch=True)).input_proj.input_norm.sync is True
+    assert input_norm({"sync": True}, model_switch=False) is None and transformer(None).input_proj.input_norm is None
     with pytest.raises(ConfigError, match="tokens \\(vocab_size\\) or numeric features"):
-        TransformerEncoder(10, "layer", num_features=3)
+        TransformerEncoder(10, norm_factory("layer"), num_features=3)
     with pytest.raises(ConfigError, match="model.input_batch_norm=true normalizes numeric input features"):
-        RecurrentEncoder(10, "layer", input_batch_norm=True)
+        RecurrentEncoder(10, norm_factory("layer"), input_norm=input_norm({}, model_switch=True))
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -333,7 +337,9 @@ def test_cli_trains_a_numeric_task_and_records_convergence_and_gradient_peak(toy
     record = json.loads((tmp_path / "run" / "results.json").read_text())
     assert record["status"] == "ok" and record["config"]["norm"]["input_batch_norm"] is True
     assert record["norm"] == "input_batch"  # its own entry in a comparison, not the `none` it builds inside
-    model = RecurrentEncoder(None, "none", embed_dim=8, hidden_size=8, num_features=3, input_batch_norm=True)
+    model = RecurrentEncoder(
+        None, norm_factory("none"), embed_dim=8, hidden_size=8, num_features=3, input_norm=input_norm({}, True)
+    )
     head = 8 * 2 + 2  # 8 features -> 2 classes
     assert record["num_params"] == sum(p.numel() for p in model.parameters()) + head  # the input norm is in it
     assert (

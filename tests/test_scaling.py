@@ -11,15 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli import ROOT, train
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 from wandb_files import offline_run
 
+from normbench.cli.schemas import composing
 from normbench.data.sampling import ResumableRandomSampler
 from normbench.errors import ConfigError
 from normbench.models.compile import compile_encoder
+from normbench.norm_factory import norm_factory
 from normbench.run.ddp import ddp_job
 from normbench.run.trainer import resolve_precision, trainer_config
 
@@ -96,7 +98,7 @@ def hydra_job(tmp_path: Path):
     """Make HydraConfig look as it does inside job 0 of a multirun with the given overrides."""
 
     def make(overrides: list[str]):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        with composing(ROOT / "conf"):
             cfg = compose("train", overrides=overrides, return_hydra_config=True)
         with read_write(cfg.hydra):
             cfg.hydra.mode = RunMode.MULTIRUN
@@ -215,7 +217,7 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
         assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (job / "train_ddp_process_1.log").read_text()
         (wandb_run,) = (job / "wandb").glob("offline-run-*")
         run = offline_run(wandb_run)
-        assert run["config"]["norm"]["name"] == results["norm"]
+        assert run["config"]["choices"]["norm"] == results["norm"]
         run_ids.add(run["id"])
     assert {json.loads((j / "results.json").read_text())["norm"] for j in jobs} == {"batch_masked", "layer"}
     assert len(run_ids) == 2
@@ -250,7 +252,7 @@ def _tiny_classifier(norm: str):
     from normbench.run.task import SequenceClassifier
 
     torch.manual_seed(0)
-    encoder = TransformerEncoder(50, {"name": norm}, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
+    encoder = TransformerEncoder(50, norm_factory(norm), d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.0)
     return SequenceClassifier(encoder, 2).train()
 
 

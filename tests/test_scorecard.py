@@ -86,11 +86,14 @@ def test_built_in_norms_score_what_the_maths_says(model: str, mr_file: Path, tmp
 
 @pytest.mark.slow
 def test_distributed_equivalence_holds_for_synced_norms_and_fails_for_per_process_statistics() -> None:
-    configs = [{"name": "batch_masked"}, {"name": "power"}, {"_target_": f"{__name__}.LocalBatchNorm"}]
+    configs = [{"_target_": f"normbench.norms.{n}"} for n in ("MaskedBatchNorm", "PowerNorm")]
+    configs.append({"_target_": f"{__name__}.LocalBatchNorm"})
     synced, power, local = synced_vs_joined(configs)
     assert synced <= scorecard.TOLERANCE and power <= scorecard.TOLERANCE
     assert local > 0.05  # half a batch's statistics are not the whole batch's
-    assert scorecard.distributed_values([{"name": "layer"}]) == [None]  # nothing to sync: not measured
+    assert scorecard.distributed_values([{"_target_": "normbench.norms.LayerNorm"}]) == [
+        None
+    ]  # nothing to sync: not measured
 
 
 def test_judge_names_each_outcome() -> None:

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from normbench.norms import build_norm
+from normbench.norm_factory import norm_factory
 
 C = 8
 WORLD = 2
@@ -26,7 +26,7 @@ def _batch(step: int):
 
 def _build(name: str, sync: bool):
     torch.manual_seed(0)
-    norm = build_norm({"name": name, "sync": sync}, C)
+    norm = norm_factory(name, sync=sync)(C)
     with torch.no_grad():
         for p in norm.parameters():
             p.uniform_(0.5, 1.5)

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from normbench.norm_factory import norm_factory
+
 WORLD = 2
 VOCAB = 30
 LENGTHS = [9, 3, 6, 2, 4, 7]  # rank 0 takes sequences 0, 2, 4 (longest 9), rank 1 takes 1, 3, 5 (longest 7)
@@ -27,9 +29,9 @@ def _classifier(name: str, sync: bool):
     model, norm = name.split("/")
     torch.manual_seed(0)
     if model == "lstm":
-        encoder = RecurrentEncoder(VOCAB, {"name": norm, "sync": sync}, cell="lstm", embed_dim=8, hidden_size=8)
+        encoder = RecurrentEncoder(VOCAB, norm_factory(norm, sync=sync), cell="lstm", embed_dim=8, hidden_size=8)
     else:
-        encoder = TransformerEncoder(VOCAB, {"name": norm, "sync": sync}, d_model=8, n_heads=2, n_layers=1, d_ff=16)
+        encoder = TransformerEncoder(VOCAB, norm_factory(norm, sync=sync), d_model=8, n_heads=2, n_layers=1, d_ff=16)
     for module in encoder.modules():  # no dropout: the processes' masks would differ
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

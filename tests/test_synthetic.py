@@ -22,6 +22,7 @@ from normbench.data.synthetic import (
 )
 from normbench.errors import ConfigError
 from normbench.models.rnn import RecurrentEncoder
+from normbench.norm_factory import norm_factory
 from normbench.run.task import SequenceClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,9 @@ def test_an_lstm_learns_short_parity() -> None:
     torch.manual_seed(0)
     dm = ParityDataModule(num_train=2048, num_val=256, num_test=64, min_len=2, max_len=6, batch_size=32)
     dm.setup()
-    module = SequenceClassifier(RecurrentEncoder(dm.vocab_size, "layer", hidden_size=32, dropout=0.0), 2, lr=1e-2)
+    module = SequenceClassifier(
+        RecurrentEncoder(dm.vocab_size, norm_factory("layer"), hidden_size=32, dropout=0.0), 2, lr=1e-2
+    )
     trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=dm)
     assert module.evaluate(dm.val_dataloader())["acc"] > 0.95

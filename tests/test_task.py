@@ -7,6 +7,7 @@ import torch
 
 from normbench.errors import ConfigError
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import norm_factory
 from normbench.run.task import SequenceClassifier, masked_mean, warmup_cosine
 
 
@@ -26,7 +27,7 @@ def test_warmup_then_cosine_to_zero() -> None:
 
 
 def test_bad_optimizer_settings_are_config_errors() -> None:
-    encoder = TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8)
+    encoder = TransformerEncoder(10, norm_factory("layer"), d_model=8, n_heads=2, n_layers=1, d_ff=8)
     with pytest.raises(ConfigError, match=r"optim.warmup=1.5"):
         SequenceClassifier(encoder, 2, warmup=1.5)
     with pytest.raises(ConfigError, match=r"optim.lr=0"):
@@ -42,7 +43,9 @@ def test_training_logs_loss_per_step_and_accuracy_per_epoch(tmp_path) -> None:
     torch.manual_seed(0)
     data = [(torch.randint(1, 10, (int(torch.randint(2, 6, ()).item()),)), i % 2) for i in range(24)]
     loader = DataLoader(data, batch_size=8, collate_fn=pad_collate)
-    module = SequenceClassifier(TransformerEncoder(10, "layer", d_model=8, n_heads=2, n_layers=1, d_ff=8), 2)
+    module = SequenceClassifier(
+        TransformerEncoder(10, norm_factory("layer"), d_model=8, n_heads=2, n_layers=1, d_ff=8), 2
+    )
     trainer = L.Trainer(
         max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path
     )

@@ -39,7 +39,7 @@ def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, 
     assert set(timings) == {"imports", "data", "logger", "fit", "eval", "logger_finish"}
     assert timings["fit"] > 0 and sum(timings.values()) <= results["wall_time_s"]
     assert 0 < results["train_step_s"] * results["global_step"] < timings["fit"]  # the median step, start-up apart
-    assert results["config"]["norm"]["name"] == "batch_masked" and results["versions"]["torch"]
+    assert results["config"]["norm"]["_target_"] == "normbench.norms.MaskedBatchNorm" and results["versions"]["torch"]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("normbench:")]
     assert len(summary) == 1 and f"model={model} norm=batch_masked batch_size=16 val/acc=" in summary[0]
     assert str(run_dir) in summary[0]
@@ -50,7 +50,7 @@ def test_single_run_learns_and_writes_results_and_offline_wandb_run(model: str, 
     assert set(run["tags"]) >= {f"model={model}", "norm=batch_masked", "batch_size=16", "data=mr"}
     assert {"data.batch_size=16", "optim.lr=3e-3"} <= set(run["tags"])  # every override, swept ones included
     assert not any(tag.startswith(("data.path=", "hydra.")) for tag in run["tags"])
-    assert run["config"]["norm"]["name"] == "batch_masked" and run["config"]["data"]["batch_size"] == 16
+    assert run["config"]["choices"]["norm"] == "batch_masked" and run["config"]["data"]["batch_size"] == 16
     assert run["history"]["val/acc"] == pytest.approx(results["metrics"]["val/acc"])
     assert run["history"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
 
@@ -71,7 +71,7 @@ def test_multirun_gives_each_job_its_own_dir_results_and_wandb_run(mr_file: Path
         (run_files,) = offline_runs(job_dir)
         run = offline_run(run_files)
         run_ids.add(run["id"])
-        assert run["config"]["norm"]["name"] == results["norm"] and f"model={results['model']}" in run["tags"]
+        assert run["config"]["choices"]["norm"] == results["norm"] and f"model={results['model']}" in run["tags"]
         assert run["history"]["val/acc"] == pytest.approx(results["metrics"]["val/acc"])
     assert seen == {(m, n) for m in ("lstm", "transformer") for n in ("batch", "layer")}
     assert len(run_ids) == 4
@@ -80,7 +80,13 @@ def test_multirun_gives_each_job_its_own_dir_results_and_wandb_run(mr_file: Path
 def test_cfg_job_prints_the_composed_config(tmp_path: Path):
     proc = train(["--cfg", "job", "norm=rms", "model=gru", "data.batch_size=7"], tmp_path)
     cfg = yaml.safe_load(proc.stdout)
-    assert cfg["norm"] == {"name": "rms", "eps": 1e-6, "affine": True, "sync": False}
+    assert cfg["norm"] == {
+        "_target_": "normbench.norms.RMSNorm",
+        "_partial_": True,
+        "eps": 1e-6,
+        "affine": True,
+        "sync": False,
+    }
     assert cfg["model"]["cell"] == "gru" and cfg["data"]["batch_size"] == 7
     assert cfg["logger"]["offline"] is True and cfg["logger"]["project"] == "normbench"
 

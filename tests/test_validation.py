@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from cli import ROOT
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.cli.hydra_callbacks import check_no_finished_run
+from normbench.cli.schemas import composing
 from normbench.errors import ConfigError, NonFiniteError, instantiating, user_error, user_errors_as_one_line
 from normbench.results import check_earned, write_json_atomic
 from normbench.run.validation import check_override_keys, validate_config
@@ -28,7 +29,7 @@ CONF = ROOT / "conf"
 
 @functools.cache
 def _composed_groups(groups: tuple[str, ...]) -> DictConfig:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with composing(CONF):
         return compose("train", list(groups))
 
 
@@ -204,7 +205,7 @@ def test_every_shipped_option_passes_validation() -> None:
             validate_config(OmegaConf.to_container(merged, resolve=True))
             checked += 1
     experiments = [[f"experiment={e}", "scale=cpu"] for e in _options("experiment")] + [["scale=gpu"]]
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with composing(CONF):
         for overrides in experiments:
             validate_config(OmegaConf.to_container(compose("train", overrides), resolve=True))
     shipped = sum(len(_options(group)) for group in ("model", "norm", "data", "trainer"))

@@ -71,13 +71,13 @@ def import_class(target: Any) -> type:
 
 
 def build_custom_norm(options: dict[str, Any], num_features: int) -> CustomNorm:
-    """``options`` = the norm config with ``_target_``; ``name`` (a label for the runs) and ``sync`` (passed
-    only to a class that takes it) are normbench's, every other key is a constructor argument."""
-    options = dict(options)
-    label = norm_label(options) or "custom"
+    """``options`` = the norm config with ``_target_``; ``name`` (a label for the runs), ``sync`` (passed only
+    to a class that takes it) and ``_partial_`` are normbench's and Hydra's, every other key is a constructor
+    argument."""
+    options = {k: v for k, v in options.items() if k != "_partial_"}
     target = options.pop(TARGET)
-    options.pop("name", None)
     cls = import_class(target)
+    label = str(options.pop("name", None) or target.rpartition(".")[2])
     sync = options.pop("sync", None)
     if sync is not None and "sync" in inspect.signature(cls.__init__).parameters:
         options["sync"] = sync
@@ -145,19 +145,3 @@ def interface_problem(norm: CustomNorm, num_features: int) -> str | None:
                 "accepted: finite outputs everywhere (a padded position still reaches the loss as 0 * output)"
             )
     return None
-
-
-def norm_label(norm_cfg: dict[str, Any]) -> str | None:
-    """What runs call the configured norm: its ``name``, else the class name of its ``_target_``."""
-    if norm_cfg.get("name"):
-        return str(norm_cfg["name"])
-    target = str(norm_cfg.get(TARGET) or "")
-    return target.rpartition(".")[2] if "." in target else None
-
-
-def check_before_data(norm_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> None:
-    """Build and check a user's norm at the model's width before the data is prepared (which may mean a
-    download and a tokenizer), so a class that does not fit is refused at once."""
-    width = model_cfg.get("d_model") or model_cfg.get("hidden_size")
-    if TARGET in norm_cfg and width:
-        build_custom_norm(norm_cfg, int(width))

@@ -1,4 +1,4 @@
-"""Every normalization layer of the benchmark, behind one interface and one factory.
+"""Every normalization layer of the benchmark, behind one interface (normbench.norm_factory builds them from config).
 
 All norms take ``x`` of shape ``[..., C]`` (``[B, T, C]`` from a Transformer, ``[B, C]`` from a
 recurrent cell's time step) and ``mask`` of shape ``x.shape[:-1]`` (True = real token) and return
@@ -10,9 +10,7 @@ that op does the work (speed, and agreement by design).
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +30,8 @@ class SequenceNorm(nn.Module):
     uses_batch_stats: ClassVar[bool] = False
     #: the output at a token depends on that token alone (lets RNNs hoist the input-side norm)
     per_token: ClassVar[bool] = True
+    #: its option in conf/norm/ (``norm=<option>``): NORMS and the one-line errors use it
+    option: ClassVar[str | None] = None
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -44,12 +44,16 @@ class SequenceNorm(nn.Module):
 class NoNorm(SequenceNorm):
     """Identity: the unnormalized baseline."""
 
+    option = "none"
+
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return x
 
 
 class LayerNorm(SequenceNorm):
     """Layer normalization (Ba et al. 2016): statistics over the channels of each token."""
+
+    option = "layer"
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__(num_features)
@@ -64,6 +68,8 @@ class LayerNorm(SequenceNorm):
 class RMSNorm(SequenceNorm):
     """RMS normalization (Zhang & Sennrich 2019): layer norm without centring or bias."""
 
+    option = "rms"
+
     def __init__(self, num_features: int, eps: float = 1e-6, affine: bool = True) -> None:
         super().__init__(num_features)
         self.eps = eps
@@ -75,6 +81,8 @@ class RMSNorm(SequenceNorm):
 
 class GroupNorm(SequenceNorm):
     """Group normalization (Wu & He 2018) over the channels of each token: layer norm per channel group."""
+
+    option = "group"
 
     def __init__(self, num_features: int, groups: int = 4, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__(num_features)
@@ -91,6 +99,8 @@ class GroupNorm(SequenceNorm):
 
 class ScaleNorm(SequenceNorm):
     """ScaleNorm (Nguyen & Salazar 2019): ``g * x / ||x||`` with one learned scalar ``g`` (init sqrt(C))."""
+
+    option = "scale"
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__(num_features)
@@ -116,7 +126,8 @@ class _BatchStatNorm(SequenceNorm):
     - ``small_batch``: what a training call with fewer than two real values per channel does:
       ``"error"`` raises a one-line ``BatchStatisticsError``; ``"running"`` (what recurrent cells ask
       for at time steps where fewer than two sequences are still running) normalizes with the
-      running statistics and leaves them as they are.
+      running statistics and leaves them as they are; ``None``: ``"error"``, unless the model asks for
+      ``"running"`` (normbench.norm_factory.recurrent).
 
     Instruments set ``update_running = False`` to evaluate with batch statistics without touching
     the running ones, and ``fluctuation`` to a ``FluctuationMeter`` to record how far each batch's
@@ -133,10 +144,11 @@ class _BatchStatNorm(SequenceNorm):
         eps: float = 1e-5,
         momentum: float = 0.1,
         affine: bool = True,
-        small_batch: str = "error",
+        small_batch: str | None = None,
         sync: bool = False,
     ) -> None:
         super().__init__(num_features)
+        small_batch = small_batch or "error"
         if not 0.0 < momentum <= 1.0:
             raise ConfigError(f"norm.momentum={momentum} is out of range; accepted: 0 < momentum <= 1")
         if small_batch not in self.SMALL_BATCH_MODES:
@@ -156,14 +168,10 @@ class _BatchStatNorm(SequenceNorm):
     def schedule_step(self) -> int:
         return self.training_step if self.training_step is not None else int(self.num_batches_tracked)
 
-    @property
-    def name(self) -> str:
-        return next(key for key, cls in NORMS.items() if cls is type(self))
-
     def _too_few(self, count: int) -> BatchStatisticsError:
         return BatchStatisticsError(
-            f"norm={self.name} got {count} real value per channel in a training batch; batch statistics "
-            "need at least 2: use data.batch_size >= 2 (and sequences longer than 1 token), "
+            f"norm={self.option or type(self).__name__} got {count} real value per channel in a training batch; "
+            "batch statistics need at least 2: use data.batch_size >= 2 (and sequences longer than 1 token), "
             "or a norm without batch statistics (norm=layer, norm=rms)"
         )
 
@@ -253,6 +261,8 @@ class BatchNorm(_BatchStatNorm):
     whose statistics drift with the padding share of each batch.
     """
 
+    option = "batch"
+
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._normalize_rows(x.reshape(-1, self.num_features)).view_as(x)
 
@@ -263,6 +273,8 @@ class MaskedBatchNorm(_BatchStatNorm):
     Equals ``nn.BatchNorm1d`` applied to the packed real tokens; padding positions output 0, so
     neither the length nor the values of the padding can reach the real tokens.
     """
+
+    option = "batch_masked"
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._normalize_rows)
@@ -279,6 +291,8 @@ class StepBatchNorm(_BatchStatNorm):
     ``gamma_init=0.1`` is the paper's initialisation of the scale.
     """
 
+    option = "batch_step"
+
     BEYOND: ClassVar[tuple[str, ...]] = ("last", "error")
 
     def __init__(
@@ -287,13 +301,9 @@ class StepBatchNorm(_BatchStatNorm):
         max_steps: int = 64,
         beyond: str = "last",
         gamma_init: float = 1.0,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-        affine: bool = True,
-        small_batch: str = "error",
-        sync: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, small_batch, sync)
+        super().__init__(num_features, **common)
         if max_steps < 1:
             raise ConfigError(f"norm.max_steps={max_steps} is out of range; accepted: an integer >= 1")
         if beyond not in self.BEYOND:
@@ -385,6 +395,8 @@ class PowerNorm(_BatchStatNorm):
     ``running_var`` holds ``psi^2``; ``running_mean`` stays 0.
     """
 
+    option = "power"
+
     def __init__(
         self,
         num_features: int,
@@ -393,7 +405,7 @@ class PowerNorm(_BatchStatNorm):
         warmup_steps: int = 0,
         eps: float = 1e-5,
         affine: bool = True,
-        small_batch: str = "error",
+        small_batch: str | None = None,
         sync: bool = False,
     ) -> None:
         super().__init__(num_features, eps, 1.0 - alpha_fwd, affine, small_batch, sync)
@@ -431,6 +443,8 @@ class BatchRenorm(_BatchStatNorm):
     Running statistics are the moving averages of mean and (unbiased) variance, as in batch norm.
     """
 
+    option = "batch_renorm"
+
     def __init__(
         self,
         num_features: int,
@@ -439,13 +453,9 @@ class BatchRenorm(_BatchStatNorm):
         warmup_steps: int = 100,
         r_max_steps: int = 400,
         d_max_steps: int = 250,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-        affine: bool = True,
-        small_batch: str = "error",
-        sync: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, small_batch, sync)
+        super().__init__(num_features, **common)
         if r_max < 1 or d_max < 0:
             raise ConfigError(f"norm.r_max={r_max}, norm.d_max={d_max} out of range; accepted: r_max >= 1, d_max >= 0")
         self.r_max, self.d_max = r_max, d_max
@@ -529,44 +539,19 @@ def set_training_step(model: nn.Module, step: int) -> None:
         norm.training_step = step
 
 
-#: every norm selectable as ``norm=<name>``
+#: every built-in norm by its option (``norm=<option>``, conf/norm/<option>.yaml)
 NORMS: dict[str, type[SequenceNorm]] = {
-    "none": NoNorm,
-    "batch": BatchNorm,
-    "batch_masked": MaskedBatchNorm,
-    "batch_step": StepBatchNorm,
-    "power": PowerNorm,
-    "batch_renorm": BatchRenorm,
-    "layer": LayerNorm,
-    "rms": RMSNorm,
-    "group": GroupNorm,
-    "scale": ScaleNorm,
+    cls.option: cls
+    for cls in (
+        NoNorm,
+        BatchNorm,
+        MaskedBatchNorm,
+        StepBatchNorm,
+        PowerNorm,
+        BatchRenorm,
+        LayerNorm,
+        RMSNorm,
+        GroupNorm,
+        ScaleNorm,
+    )
 }
-
-
-def build_norm(cfg: Mapping[str, Any] | str, num_features: int, *, recurrent: bool = False) -> SequenceNorm:
-    """Build the norm a ``norm`` config (``{"name": ..., **options}``, or ``{"_target_": "pkg.Class", ...}``
-    for a user's class) or a bare name describes.
-
-    ``recurrent=True`` is for norms inside a recurrent cell, called once per time step: there a
-    step where fewer than two sequences are still running falls back to running statistics
-    instead of failing (the model checks the batch as a whole).
-    """
-    options = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
-    if "_target_" in options:  # a user's class by import path (norm=custom): imported and checked there
-        from normbench.custom_norm import build_custom_norm
-
-        return build_custom_norm(options, num_features)
-    name = options.pop("name", None)
-    if name not in NORMS:
-        raise ConfigError(f"unknown norm {name!r}; accepted: {', '.join(NORMS)}")
-    cls = NORMS[name]
-    if not cls.uses_batch_stats:
-        options.pop("sync", None)  # per-token statistics are the same on every process: nothing to synchronize
-    if recurrent and cls.uses_batch_stats:
-        options.setdefault("small_batch", "running")
-    try:
-        return cls(num_features, **options)
-    except TypeError as err:
-        accepted = list(inspect.signature(cls.__init__).parameters)[2:]
-        raise ConfigError(f"norm={name}: {err}; accepted options: {accepted}") from None

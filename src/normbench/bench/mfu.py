@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from normbench.bench.gpu import peak_bf16_flops
 from normbench.bench.timing import sync
 from normbench.models.transformer import TransformerEncoder
+from normbench.norm_factory import norm_factory
 
 #: GPT-2 small (Radford et al. 2019), vocabulary padded to a multiple of 64 as in nanoGPT
 GPT_SMALL = {"d_model": 768, "n_heads": 12, "n_layers": 12, "d_ff": 3072, "vocab_size": 50304}
@@ -25,7 +26,7 @@ class CausalLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_heads: int, n_layers: int, d_ff: int, norm: str) -> None:
         super().__init__()
         self.encoder = TransformerEncoder(
-            vocab_size, {"name": norm}, d_model, n_heads, n_layers, d_ff, dropout=0.0, causal=True
+            vocab_size, norm_factory(norm), d_model, n_heads, n_layers, d_ff, dropout=0.0, causal=True
         )
         self.head = nn.Linear(d_model, vocab_size, bias=False)
 

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from normbench.bench.setup import compose_config
 from normbench.bench.timing import calls_for, interleave, median, paired_ratio, seconds_per_call
-from normbench.norms import NORMS, build_norm
+from normbench.norm_factory import norm_factory
+from normbench.norms import NORMS
 
 #: ours / native, at most
 TARGETS = {"batch_masked": 1.3, "layer": 1.05, "rms": 1.05}
@@ -68,7 +69,7 @@ def measure_norm(
 ) -> dict[str, Any]:
     x, mask = padded_batch(lengths, channels, device)
     grad = torch.randn_like(x)
-    ours = build_norm(norm_cfg, channels).to(device).train()
+    ours = norm_factory(norm_cfg)(channels).to(device).train()
     label, native = native_norm(name, ours, channels)
     native = native.to(device).train()
     if name in PACKED:

@@ -20,11 +20,13 @@ _SYLLABLES = "ba be bi bo bu da de di do du ka ke ki ko ku la le li lo lu ma me 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """``conf/train.yaml`` with ``overrides``, exactly as ``python train.py <overrides>`` composes it."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.errors import HydraException
 
+    from normbench.cli.schemas import composing
+
     try:
-        with initialize_config_dir(config_dir=str(DEFAULT_CONFIG_DIR), version_base="1.3"):
+        with composing(DEFAULT_CONFIG_DIR):
             return compose("train", overrides=list(overrides))
     except HydraException as err:
         raise ConfigError(f"bench config overrides {list(overrides)}: {str(err).splitlines()[0]}") from None

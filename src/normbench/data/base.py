@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from normbench.data.collate import pad_collate, pad_lm_collate
 from normbench.data.sampling import BucketBatchSampler, ResumableRandomSampler
+from normbench.data.tokenizer import PAD
 from normbench.errors import ConfigError
 
 TASKS = ("classification", "lm")
@@ -62,6 +63,7 @@ class SequenceDataModule(L.LightningDataModule):
 
     ``bucket=true`` batches sequences of similar length (sorted within pools of ``bucket_pool`` batches,
     batch order shuffled): less padding, but batches that are no longer i.i.d. samples of the data.
+    The loader arguments are this class's alone; subclasses pass them on as ``**loader``.
     """
 
     #: ``classification`` (target[B]) or ``lm`` (target[B, T]); decides the LightningModule
@@ -219,3 +221,21 @@ class SequenceDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         """Classification only: labels are ``0..num_classes-1``."""
         raise NotImplementedError
+
+
+class TokenizedDataModule(SequenceDataModule):
+    """Text as token ids of a tokenizer trained on the training split (``self.tokenizer``, set by
+    ``build_splits``): the embedding's size and padding id come from it."""
+
+    tokenizer: Any = None
+
+    @property
+    def vocab_size(self) -> int:
+        """The trained tokenizer's real size (may be below the requested ``vocab_size`` on small data)."""
+        self._require()
+        return int(self.tokenizer.get_vocab_size())
+
+    @property
+    def pad_id(self) -> int:
+        self._require()
+        return int(self.tokenizer.token_to_id(PAD))

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from normbench.data.base import SequenceDataModule, positive_int, resolve_cache_dir
-from normbench.data.tokenizer import PAD, UNK, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
+from normbench.data.base import TokenizedDataModule, positive_int, resolve_cache_dir
+from normbench.data.tokenizer import UNK, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
 from normbench.errors import ConfigError, DataError
 
 __all__ = ["TextClassificationDataModule", "resolve_cache_dir", "split_examples"]
@@ -71,7 +71,7 @@ def carve_validation(
 _PREPARED: dict[tuple, tuple[Any, dict[str, list[Example]], dict[str, Encoded], int]] = {}
 
 
-class TextClassificationDataModule(SequenceDataModule):
+class TextClassificationDataModule(TokenizedDataModule):
     """Base datamodule; batches are ``(tokens[B, T] long, mask[B, T] bool, target[B] long)``."""
 
     task = "classification"
@@ -84,26 +84,9 @@ class TextClassificationDataModule(SequenceDataModule):
         tokenizer: str = "wordpiece",
         split: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
-        num_workers: int = 0,
-        drop_last: bool = False,
-        cache_dir: str | None = None,
-        shuffle_seed: int = 0,
-        bucket: bool = False,
-        bucket_pool: int = 50,
-        name: str | None = None,
-        pad_to: int = 0,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            pad_to=pad_to,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            drop_last=drop_last,
-            shuffle_seed=shuffle_seed,
-            bucket=bucket,
-            bucket_pool=bucket_pool,
-            cache_dir=cache_dir,
-            name=name,
-        )
+        super().__init__(batch_size=batch_size, **loader)
         self.max_len = positive_int("max_len", max_len)
         self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=3)
         self.tokenizer_kind = tokenizer_kind(tokenizer)
@@ -191,17 +174,6 @@ class TextClassificationDataModule(SequenceDataModule):
         return out
 
     # --- what the model and the results need ---------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        """The trained tokenizer's real size (may be below the requested ``vocab_size`` on small data)."""
-        self._require()
-        return int(self.tokenizer.get_vocab_size())
-
-    @property
-    def pad_id(self) -> int:
-        self._require()
-        return int(self.tokenizer.token_to_id(PAD))
-
     @property
     def num_classes(self) -> int:
         self._require()

@@ -13,14 +13,15 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from normbench.data.base import SequenceDataModule, positive_int
+from normbench.data.base import TokenizedDataModule, positive_int
 from normbench.data.fetch import write_bytes_atomic
-from normbench.data.tokenizer import EOS, PAD, encode_texts, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
+from normbench.data.tokenizer import EOS, encode_texts, load_or_train_tokenizer, texts_fingerprint, tokenizer_kind
 from normbench.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -63,7 +64,7 @@ def encode_stream(tokenizer, kind: str, lines: Sequence[str], eos_id: int) -> Te
     return torch.tensor(ids, dtype=torch.int32)
 
 
-class LanguageModelingDataModule(SequenceDataModule):
+class LanguageModelingDataModule(TokenizedDataModule):
     """Base LM datamodule; batches are ``(tokens[B, T], mask[B, T], next_tokens[B, T])``.
 
     Subclasses implement ``load_lines`` (the lines of each split). ``train_windows`` caps an epoch at
@@ -81,31 +82,17 @@ class LanguageModelingDataModule(SequenceDataModule):
         tokenizer: str = "char",
         lowercase: bool = False,
         train_windows: int | None = None,
-        num_workers: int = 0,
-        drop_last: bool = True,
-        cache_dir: str | None = None,
-        shuffle_seed: int = 0,
-        bucket: bool = False,
-        bucket_pool: int = 50,
-        name: str | None = None,
         max_len: int | None = None,
         eval_tokens: int | None = None,
+        drop_last: bool = True,  # a last training batch of one window has no batch statistics
+        **loader: Any,
     ) -> None:
         if max_len is not None:  # a scale's cut of classification snippets (scale=gpu sets 80)
             raise ConfigError(
                 f"data.max_len={max_len!r} is a classification option; a language model's windows are "
                 "data.seq_len long: set data.max_len=null and change data.seq_len"
             )
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            drop_last=drop_last,
-            shuffle_seed=shuffle_seed,
-            bucket=bucket,
-            bucket_pool=bucket_pool,
-            cache_dir=cache_dir,
-            name=name,
-        )
+        super().__init__(batch_size=batch_size, drop_last=drop_last, **loader)
         self.seq_len = positive_int("seq_len", seq_len)
         self.vocab_size_requested = positive_int("vocab_size", vocab_size, minimum=4)
         self.tokenizer_kind = tokenizer_kind(tokenizer)
@@ -180,16 +167,6 @@ class LanguageModelingDataModule(SequenceDataModule):
 
     def lengths(self, split: str) -> list[int]:
         return self._require()[split].lengths()  # type: ignore[union-attr]
-
-    @property
-    def vocab_size(self) -> int:
-        self._require()
-        return int(self.tokenizer.get_vocab_size())
-
-    @property
-    def pad_id(self) -> int:
-        self._require()
-        return int(self.tokenizer.token_to_id(PAD))
 
     def stats(self):
         stats = super().stats()

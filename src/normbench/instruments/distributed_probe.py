@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from normbench.norms import build_norm
+from normbench.norm_factory import norm_factory
 
 CHANNELS = 8
 LENGTHS = (5, 2, 6, 3, 1, 4, 6, 2)  # rank r takes sequences r, r + world, ...: different padding per rank
@@ -35,7 +35,7 @@ def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _build(norm_cfg: dict[str, Any], sync: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    norm = build_norm({**norm_cfg, "sync": sync}, CHANNELS)
+    norm = norm_factory({**norm_cfg, "sync": sync})(CHANNELS)
     with torch.no_grad():
         for param in norm.parameters():
             param.uniform_(0.5, 1.5)

@@ -162,10 +162,10 @@ def distributed_values(norm_cfgs: list[dict[str, Any]]) -> list[float | None]:
     """The distributed property of each norm config (one set of processes for all of them; a norm that
     appears under several models is measured once): None for norms without batch statistics."""
     from normbench.instruments.distributed_probe import synced_vs_joined
-    from normbench.norms import build_norm
+    from normbench.norm_factory import norm_factory
 
     unique = {json.dumps(c, sort_keys=True): c for c in norm_cfgs}
-    batch_stats = [k for k, c in unique.items() if build_norm(c, 8).uses_batch_stats]
+    batch_stats = [k for k, c in unique.items() if norm_factory(c)(8).uses_batch_stats]
     values = synced_vs_joined([unique[k] for k in batch_stats]) if batch_stats else []
     measured = dict(zip(batch_stats, values, strict=True))
     return [measured.get(json.dumps(c, sort_keys=True)) for c in norm_cfgs]
@@ -211,15 +211,16 @@ def run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Scor
 
 
 def _run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Score]:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from normbench.custom_norm import check_before_data, norm_label
+    from normbench.cli.schemas import composing
+    from normbench.norm_factory import check_before_data, norm_label
     from normbench.run.train import build_datamodule, set_threads
 
     scores: list[Score] = []
     datamodules: dict[str, Any] = {}
     jobs: list[tuple[str, str, dict[str, Any]]] = []  # (norm label, model, norm config) of each row
-    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
+    with composing(config_dir):
         for combo in sweep(overrides):
             cfg = compose("train", overrides=combo)
             set_threads(THREADS if cfg.get("threads") is None else cfg.threads)
@@ -228,7 +229,7 @@ def _run(overrides: list[str], settings: Settings, config_dir: Path) -> list[Sco
             key = OmegaConf.to_yaml(cfg.data)
             if key not in datamodules:
                 datamodules[key] = build_datamodule(cfg)
-            norm, model = norm_label(norm_cfg) or _choice(combo, "norm"), _choice(combo, "model")
+            norm, model = norm_label(norm_cfg, _choice(combo, "norm")), _choice(combo, "model")
             for prop, value in measure(cfg, datamodules[key], settings).items():
                 scores.append(Score(norm, model, prop, value, TOLERANCE, "", ""))
             jobs.append((norm, model, norm_cfg))

@@ -10,15 +10,14 @@ its padded steps, so a padded batch gives the same real-token outputs as each se
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from normbench.errors import BatchStatisticsError, ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
-from normbench.norms import SequenceNorm, build_norm
+from normbench.models.inputs import FeatureProjection, check_inputs
+from normbench.norm_factory import NormFactory, recurrent
+from normbench.norms import SequenceNorm
 
 
 class _NormRecurrentLayer(nn.Module):
@@ -26,14 +25,14 @@ class _NormRecurrentLayer(nn.Module):
 
     gates: int
 
-    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+    def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         width = self.gates * hidden_size
         self.input_proj = nn.Linear(input_size, width, bias=False)
         self.hidden_proj = nn.Linear(hidden_size, width, bias=False)
-        self.norm_input = build_norm(norm, width, recurrent=True)
-        self.norm_hidden = build_norm(norm, width, recurrent=True)
+        self.norm_input = norm(width)
+        self.norm_hidden = norm(width)
         bound = 1.0 / math.sqrt(hidden_size)
         for weight in (self.input_proj.weight, self.hidden_proj.weight):
             nn.init.uniform_(weight, -bound, bound)
@@ -58,9 +57,9 @@ class NormLSTMLayer(_NormRecurrentLayer):
 
     gates = 4
 
-    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+    def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__(input_size, hidden_size, norm)
-        self.norm_cell = build_norm(norm, hidden_size, recurrent=True)
+        self.norm_cell = norm(hidden_size)
         self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
         with torch.no_grad():
             self.bias[hidden_size : 2 * hidden_size].fill_(1.0)  # forget gate open at the start
@@ -93,7 +92,7 @@ class NormGRULayer(_NormRecurrentLayer):
 
     gates = 3
 
-    def __init__(self, input_size: int, hidden_size: int, norm: Mapping[str, Any] | str) -> None:
+    def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__(input_size, hidden_size, norm)
         self.input_bias = nn.Parameter(torch.zeros(3 * hidden_size))
         self.hidden_bias = nn.Parameter(torch.zeros(3 * hidden_size))
@@ -130,7 +129,7 @@ class RecurrentEncoder(nn.Module):
     def __init__(
         self,
         vocab_size: int | None,
-        norm: Mapping[str, Any] | str,
+        norm: NormFactory,
         cell: str = "lstm",
         embed_dim: int = 128,
         hidden_size: int = 128,
@@ -138,22 +137,20 @@ class RecurrentEncoder(nn.Module):
         dropout: float = 0.1,
         pad_id: int = 0,
         num_features: int | None = None,
-        input_batch_norm: bool = False,
+        input_norm: NormFactory | None = None,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ConfigError(f"unknown model.cell {cell!r}; accepted: {', '.join(CELLS)}")
-        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
-        check_inputs(vocab_size, num_features, input_batch_norm)
+        check_inputs(vocab_size, num_features, input_norm)
         self.output_dim = hidden_size
         self.causal = True  # a recurrence only sees the past
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id) if vocab_size is not None else None
-        self.input_proj = (
-            FeatureProjection(num_features, embed_dim, input_batch_norm, norm_sync(norm)) if num_features else None
-        )
+        self.input_proj = FeatureProjection(num_features, embed_dim, input_norm) if num_features else None
         sizes = [embed_dim] + [hidden_size] * num_layers
-        self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, norm) for i in range(num_layers))
+        # called once per time step: a step with fewer than two running sequences uses running statistics
+        self.layers = nn.ModuleList(CELLS[cell](sizes[i], hidden_size, recurrent(norm)) for i in range(num_layers))
         self.drop = nn.Dropout(dropout)
         self.uses_batch_stats = any(isinstance(m, SequenceNorm) and m.uses_batch_stats for m in self.modules())
 

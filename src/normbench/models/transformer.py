@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from normbench.errors import ConfigError
-from normbench.models.inputs import FeatureProjection, check_inputs, norm_sync, pop_input_norm
-from normbench.norms import build_norm
+from normbench.models.inputs import FeatureProjection, check_inputs
+from normbench.norm_factory import NormFactory
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -49,13 +47,13 @@ class SelfAttention(nn.Module):
 class TransformerBlock(nn.Module):
     """Attention + feed-forward with the norm before (pre-norm) or after (post-norm) each residual."""
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm: Mapping, pre_norm: bool):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, norm: NormFactory, pre_norm: bool):
         super().__init__()
         self.pre_norm = pre_norm
         self.attn = SelfAttention(d_model, n_heads, dropout)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
-        self.norm1 = build_norm(norm, d_model)
-        self.norm2 = build_norm(norm, d_model)
+        self.norm1 = norm(d_model)
+        self.norm2 = norm(d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None, attn_mask: Tensor | None, is_causal: bool = False) -> Tensor:
@@ -77,7 +75,7 @@ class TransformerEncoder(nn.Module):
     def __init__(
         self,
         vocab_size: int | None,
-        norm: Mapping[str, Any] | str,
+        norm: NormFactory,
         d_model: int = 128,
         n_heads: int = 4,
         n_layers: int = 2,
@@ -87,18 +85,15 @@ class TransformerEncoder(nn.Module):
         causal: bool = False,
         pad_id: int = 0,
         num_features: int | None = None,
-        input_batch_norm: bool = False,
+        input_norm: NormFactory | None = None,
     ) -> None:
         super().__init__()
-        norm, input_batch_norm = pop_input_norm(norm, input_batch_norm)
-        check_inputs(vocab_size, num_features, input_batch_norm)
+        check_inputs(vocab_size, num_features, input_norm)
         self.causal = causal
         self.output_dim = d_model
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id) if vocab_size is not None else None
-        self.input_proj = (
-            FeatureProjection(num_features, d_model, input_batch_norm, norm_sync(norm)) if num_features else None
-        )
+        self.input_proj = FeatureProjection(num_features, d_model, input_norm) if num_features else None
         if self.embed is not None:
             # N(0, 1/d_model) so that the sqrt(d_model) scaling in forward gives unit-scale token codes, the scale
             # of the position codes: with nn.Embedding's N(0, 1) they were 11x larger at d_model=128 and drowned
@@ -109,7 +104,7 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, n_heads, d_ff, dropout, norm, pre_norm) for _ in range(n_layers)
         )
-        self.final_norm = build_norm(norm, d_model) if pre_norm else None
+        self.final_norm = norm(d_model) if pre_norm else None
         self.drop = nn.Dropout(dropout)
         self.register_buffer("positions", sinusoidal_positions(512, d_model), persistent=False)
 

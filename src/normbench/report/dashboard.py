@@ -23,18 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from normbench.errors import ConfigError, NormbenchError
-from normbench.instruments.metrics import HEADLINE
+from normbench.instruments.metrics import HEADLINE, INSTRUMENTS, TRAIN_EVAL_GAP
 from normbench.report.summary import PRIMARY_METRICS, metric_leaf
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
-#: the callback of conf/callbacks/ that logs each instrument (normbench.instruments.callbacks)
-INSTRUMENT_CALLBACKS = {
-    "stats/": "batch_stat_fluctuation",
-    "val/train_eval_gap": "train_eval_gap",
-    "probe/partner_dependence": "partner_dependence",
-    "probe/causal_leak": "causal_leak",
-    "grad_norm/": "grad_norms",
-}
 #: instruments drawn over training: the report's headline ones and the total gradient norm
 LINE_INSTRUMENTS = (*HEADLINE, "grad_norm/total")
 #: Lightning's x-axis of every logged metric
@@ -94,7 +86,7 @@ def describe(name: str, overrides: Sequence[str] = (), config_dir: Path = CONFIG
     group_by = (f"{GROUPS_KEY}.norm", *swept)  # each group: one norm at one setting, its seeds
     metric = (cfg.get("report") or {}).get("metric") or PRIMARY_METRICS[0]
     on = {k for k, v in (cfg.get("callbacks") or {}).items() if v}
-    instruments = tuple(k for k in LINE_INSTRUMENTS if _callback(k) in on and k != metric)
+    instruments = tuple(k for k in LINE_INSTRUMENTS if _callback(k) in on and k != metric and _logged_for(k, metric))
     return Entry(cfg.experiment_name, metric, swept, group_by, instruments, _evaluated(metric, cfg.evaluate))
 
 
@@ -103,8 +95,17 @@ def _logged_in_training(metric: str) -> str:
     return "val/" + metric.removeprefix("test/") if metric.startswith("test/") and "@" not in metric else metric
 
 
+def _logged_for(instrument: str, metric: str) -> bool:
+    """The train/eval gap is logged in accuracy points by a classifier and in bits by a language model: keep
+    the one the entry's metric says its runs log."""
+    if instrument not in TRAIN_EVAL_GAP.headline:
+        return True
+    return metric_leaf(instrument).startswith("bp") == metric_leaf(metric).startswith("bp")
+
+
 def _callback(instrument: str) -> str | None:
-    return next((cb for prefix, cb in INSTRUMENT_CALLBACKS.items() if instrument.startswith(prefix)), None)
+    """The config of the instrument that logs ``instrument`` (its declaration in normbench.instruments.metrics)."""
+    return next((i.config for i in INSTRUMENTS if i.declares(instrument)), None)
 
 
 def _evaluated(metric: str, evaluate: Any) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.cli.choices import check_group_choices
+from normbench.cli.schemas import register_schemas
 from normbench.distributed import is_global_zero
 from normbench.errors import ConfigError, instantiating, one_line, user_error, user_errors_as_one_line
 from normbench.models.compile import compile_encoder
@@ -40,15 +41,14 @@ def _choices() -> dict[str, str]:
 
 def run_summary(cfg: DictConfig) -> dict[str, Any]:
     """The key config values every record of this run carries (results.json, W&B tags, summary line)."""
-    from normbench.custom_norm import norm_label
+    from normbench.norm_factory import norm_label
 
     choices = _choices()
-    norm = OmegaConf.to_container(cfg.norm)
     return {
         "model": choices.get("model"),
-        # a user's class (norm._target_) by its name or class; a built-in by its option (norm=input_batch
-        # builds norm `none` inside the network, but is its own entry in a comparison)
-        "norm": (norm_label(norm) if "_target_" in norm else None) or choices.get("norm"),
+        # by its option (norm=input_batch builds norm `none` inside the network, but is its own entry in a
+        # comparison); a user's class (norm=custom) by its name or class
+        "norm": norm_label(OmegaConf.to_container(cfg.norm), choices.get("norm")),
         "data": choices.get("data"),
         "batch_size": cfg.data.batch_size,
         "seed": cfg.seed,
@@ -113,19 +113,20 @@ def build_module(cfg: DictConfig, datamodule):
     """The configured encoder (model + norm, compiled if asked) inside the LightningModule for the data's task."""
     from hydra.utils import get_class
 
+    from normbench.norm_factory import input_norm, norm_factory
     from normbench.run.task import build_task
 
     model_options = OmegaConf.to_container(cfg.model, resolve=True)
-    compile_option = model_options.pop("compile", False)
+    norm_config = OmegaConf.to_container(cfg.norm, resolve=True)
+    compile_option = model_options.pop("compile")
     num_features = getattr(datamodule, "num_features", None)  # numeric sequences: an input projection
     inputs = (
         {"vocab_size": None, "num_features": num_features} if num_features else {"vocab_size": datamodule.vocab_size}
     )
-    # the class called directly, not through instantiate: a norm config of a user's class holds a
-    # `_target_` of its own, which instantiate would try to build without its num_features
     with instantiating("model"):
         encoder = get_class(model_options.pop("_target_"))(
-            norm=OmegaConf.to_container(cfg.norm, resolve=True),
+            norm=norm_factory(norm_config),
+            input_norm=input_norm(norm_config, model_options.pop("input_batch_norm")),
             pad_id=datamodule.pad_id,
             **inputs,
             **model_options,
@@ -179,9 +180,9 @@ def fit_and_evaluate(
         from hydra.utils import instantiate
         from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 
-        from normbench.custom_norm import check_before_data
         from normbench.instruments.callbacks import Instrument, StepTimer
         from normbench.instruments.evaluation import extra_evaluations
+        from normbench.norm_factory import check_before_data
         from normbench.norms import network_norm_kind
         from normbench.run.checkpointing import (
             best_checkpoint,
@@ -200,7 +201,7 @@ def fit_and_evaluate(
         silence_mid_epoch_resume_warning()
 
     set_threads(cfg.get("threads"))
-    check_before_data(identity["norm_config"], identity["model_config"])  # a user's norm class: refused at once
+    check_before_data(identity["norm_config"], identity["model_config"])  # a bad option or class: refused at once
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with timed(timings, "data"):
         datamodule = build_datamodule(cfg)
@@ -358,6 +359,7 @@ def main(config_dir: str | os.PathLike | None = None) -> None:
     config_path = str(Path(config_dir or os.environ.get("NORMBENCH_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve())
     with user_errors_as_one_line():
         check_group_choices(sys.argv[1:], Path(config_path))
+        register_schemas(config_path)  # the constructors' defaults, which the config files leave out
         check_override_keys(sys.argv[1:], Path(config_path))
     hydra.main(version_base="1.3", config_path=config_path, config_name="train")(_task_reporting_user_errors)()
 

@@ -130,7 +130,7 @@ RULES: dict[str, Rule] = {
     "optim.weight_decay": number(0),
     "optim.warmup": number(0, 1, high_open=True),
     "data.batch_size": integer(1),
-    "data.max_len": integer(1),
+    "data.max_len": integer(1, null=True),  # null: a language model (its windows are data.seq_len long)
     "data.min_len": integer(1),
     "data.seq_len": integer(1),
     "data.pad_to": integer(0),
@@ -189,7 +189,7 @@ RULES: dict[str, Rule] = {
     "logger.offline": boolean(),
 }
 
-#: the built-in norms' arguments (checked only for a norm without its own ``_target_``)
+#: the built-in norms' arguments (checked only for a norm of normbench.norms: a user's class has its own)
 NORM_RULES: dict[str, Rule] = {
     "norm.name": text(),
     "norm.eps": number(0, low_open=True),
@@ -235,11 +235,16 @@ def _rule_for(key: str, rules: Mapping[str, Rule]) -> Rule | None:
     return next((rule for pattern, rule in rules.items() if fnmatchcase(key, pattern)), None)
 
 
+def _built_in_norm(norm: Any) -> str | None:
+    """The class name of a built-in norm config (``_target_: normbench.norms.GroupNorm`` -> ``GroupNorm``)."""
+    target = str(norm.get("_target_", "")) if isinstance(norm, Mapping) else ""
+    return target.removeprefix("normbench.norms.") if target.startswith("normbench.norms.") else None
+
+
 def check_values(config: Mapping[str, Any]) -> None:
-    """Every key a rule names holds an accepted value (a ``_target_`` norm's keys are its own)."""
+    """Every key a rule names holds an accepted value (a user's norm class's keys are its own)."""
     rules = dict(RULES)
-    norm = config.get("norm")
-    if isinstance(norm, Mapping) and "_target_" not in norm:
+    if _built_in_norm(config.get("norm")):
         rules.update(NORM_RULES)
     for key, value in flat_items(config):
         rule = _rule_for(key, rules)
@@ -260,7 +265,7 @@ def check_cross_fields(config: Mapping[str, Any]) -> None:
     if "d_model" in model and "n_heads" in model and model["d_model"] % model["n_heads"]:
         raise refuse("model.n_heads", model["n_heads"], f"a divisor of model.d_model={model['d_model']}")
     width = model.get("d_model", model.get("hidden_size"))
-    if norm.get("name") == "group" and "_target_" not in norm and _is_int(width) and width % norm.get("groups", 1):
+    if _built_in_norm(norm) == "GroupNorm" and _is_int(width) and width % norm.get("groups", 1):
         raise refuse("norm.groups", norm["groups"], f"a divisor of the model width {width}")
     split = data.get("split")
     if split is not None and not (
@@ -329,29 +334,30 @@ def validate_config(config: Mapping[str, Any]) -> None:
 def check_override_keys(argv: list[str], config_dir: Path) -> None:
     """Raise `ConfigError` for a command-line key the composed config does not have (``norm.epss=1e-3``),
     naming the nearest key it does have; anything else Hydra would refuse is left to Hydra."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from normbench.cli.choices import parse_command_line
+    from normbench.cli.schemas import composing
 
     parsed = parse_command_line(argv)
     if parsed is None or parsed[0].config_dir or GlobalHydra.instance().is_initialized():
         return
     args, overrides = parsed
-    composing = []
+    single = []
     for override in overrides:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete() or override.is_add() or override.is_force_add():
             continue
         if override.is_choice_sweep():
-            composing.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
+            single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
         elif not override.is_sweep_override():
-            composing.append(override.input_line)
+            single.append(override.input_line)
     unknown = None
     try:
-        with initialize_config_dir(str(config_dir), version_base="1.3", job_name="check"):
-            compose(args.config_name or "train", composing)
+        with composing(config_dir, job_name="check"):
+            compose(args.config_name or "train", single)
     except Exception as err:  # noqa: BLE001  (only the struct error is ours to explain; Hydra reports the rest)
         cause, named = err.__cause__, re.match(r"Could not override '([^']+)'", str(err))
         if named is None or "is not in struct" not in str(cause):
@@ -359,8 +365,8 @@ def check_override_keys(argv: list[str], config_dir: Path) -> None:
         unknown = named[1]
     if not unknown:
         return
-    with initialize_config_dir(str(config_dir), version_base="1.3", job_name="check"):
-        groups = [o for o in composing if "." not in o.split("=", 1)[0]]
+    with composing(config_dir, job_name="check"):
+        groups = [o for o in single if "." not in o.split("=", 1)[0]]
         known = [k for k, _ in flat_items(OmegaConf.to_container(compose(args.config_name or "train", groups)))]
     value = next((o.value() for o in overrides if o.key_or_group == unknown), None)
     parent = unknown.rsplit(".", 1)[0] if "." in unknown else ""

@@ -1,0 +1,96 @@
+"""Each default stated once: the config files hold what differs from their class, the schemas the rest."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose
+from omegaconf import OmegaConf
+
+from normbench.cli.schemas import GROUPS, class_nodes, composing, constructor_defaults, schema
+from normbench.norms import NORMS
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+class _Base:
+    def __init__(self, a: int = 1, b: tuple = (2, 3), obj: object = object(), required: int = 0) -> None: ...
+
+
+class _Middle(_Base):
+    def __init__(self, c: str = "x", a: int = 5, **kwargs) -> None: ...
+
+
+class _Leaf(_Middle):
+    def __init__(self, needed, d: None = None, **kwargs) -> None: ...
+
+
+class _Closed(_Base):
+    def __init__(self, e: float = 0.5) -> None: ...
+
+
+def _function(path, fmt: str = "auto", **kwargs): ...
+
+
+def test_constructor_defaults_follow_kwargs_up_to_the_class_that_takes_them() -> None:
+    # the nearest class's default wins (_Middle's a=5), tuples become lists, an object default is left out
+    assert constructor_defaults(_Leaf) == {"d": None, "c": "x", "a": 5, "b": [2, 3], "required": 0}
+    assert constructor_defaults(_Closed) == {"e": 0.5}  # no **kwargs: the parents' arguments are not its own
+    assert constructor_defaults(_function) == {"fmt": "auto"}
+
+
+def _class_files():
+    for group in GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            for key, node in class_nodes(raw):
+                yield group, path, raw, key, node
+
+
+def test_no_config_file_restates_a_default_of_its_class_and_each_takes_the_rest_from_its_schema() -> None:
+    files = list(_class_files())
+    assert len(files) >= 37  # 12 norms, 3 models, 15 data sets, 7 instruments
+    for group, path, raw, key, node in files:
+        if node["_target_"] == "???":  # norm=custom: the class comes from the command line
+            continue
+        defaults = schema(group, node["_target_"])
+        restated = [k for k, v in node.items() if k != "_target_" and k in defaults and defaults[k] == v]
+        assert not restated, f"{path.relative_to(CONF)} restates {restated}"
+        entry = f"optional /schema/{group}@{key or '_here_'}"
+        assert {entry: path.stem} in raw["defaults"], f"{path.relative_to(CONF)} lacks `- {entry}: {path.stem}`"
+
+
+@pytest.mark.parametrize("option", list(NORMS))
+def test_a_composed_norm_holds_every_argument_and_takes_overrides_without_a_plus(option: str) -> None:
+    arguments = constructor_defaults(NORMS[option])
+    overrides = ["norm.sync=true", *(["norm.eps=0.001"] if "eps" in arguments else [])]
+    with composing(CONF):
+        norm = OmegaConf.to_container(compose("train", overrides=[f"norm={option}", *overrides]).norm)
+    assert set(norm) == {*arguments, "_target_", "_partial_", "sync"}
+    assert norm["sync"] is True and norm.get("eps", 0.001) == 0.001
+
+
+def test_a_composed_model_and_data_config_hold_their_defaults_from_the_code() -> None:
+    with composing(CONF):
+        cfg = compose("train", overrides=["model=gru", "data=mr", "seed=7"])
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.compile, cfg.model.input_batch_norm) == (
+        "gru",
+        128,
+        False,
+        False,
+    )
+    assert (cfg.data.max_len, cfg.data.vocab_size, cfg.data.drop_last, cfg.data.shuffle_seed) == (48, 8000, True, 7)
+    assert cfg.callbacks.causal_leak.position == 8 and cfg.callbacks.grad_norms.depth == 3
+
+
+def test_the_files_compose_without_the_schemas_for_a_reader_that_imports_no_torch() -> None:
+    """The report's dashboard composes an entry's config without torch: the schemas are `optional`."""
+    code = (
+        "import sys; from hydra import compose, initialize_config_dir\n"
+        f"with initialize_config_dir({str(CONF)!r}, version_base='1.3', job_name='train'):\n"
+        "    cfg = compose('train', overrides=['experiment=small_batch'])\n"
+        "assert 'eps' not in cfg.norm and cfg.experiment_name == 'small_batch'\n"
+        "assert not any(m.split('.')[0] in ('torch', 'lightning') for m in sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
