@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from normbench.cli.schemas import GROUPS, class_nodes, composing, constructor_defaults, schema
+from normbench.cli.schemas import GROUPS, class_nodes, composing, schema
 from normbench.norms import NORMS
+from normbench.signatures import constructor_parameters, source_defaults
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -33,11 +35,21 @@ class _Closed(_Base):
 def _function(path, fmt: str = "auto", **kwargs): ...
 
 
-def test_constructor_defaults_follow_kwargs_up_to_the_class_that_takes_them() -> None:
+def test_source_defaults_follow_kwargs_up_to_the_class_that_takes_them() -> None:
     # the nearest class's default wins (_Middle's a=5), tuples become lists, an object default is left out
-    assert constructor_defaults(_Leaf) == {"d": None, "c": "x", "a": 5, "b": [2, 3], "required": 0}
-    assert constructor_defaults(_Closed) == {"e": 0.5}  # no **kwargs: the parents' arguments are not its own
-    assert constructor_defaults(_function) == {"fmt": "auto"}
+    assert source_defaults(f"{__name__}._Leaf") == {"d": None, "c": "x", "a": 5, "b": [2, 3], "required": 0}
+    assert source_defaults(f"{__name__}._Closed") == {"e": 0.5}  # no **kwargs: the parents' are not its own
+    assert source_defaults(f"{__name__}._function") == {"fmt": "auto"}
+
+
+def _object_defaults(target: str) -> dict:
+    """The same defaults read from the imported object with inspect."""
+    defaults = {}
+    for param in constructor_parameters(get_object(target)):
+        value = list(param.default) if isinstance(param.default, tuple) else param.default
+        if param.default is not param.empty and (value is None or isinstance(value, bool | int | float | str | list)):
+            defaults[param.name] = value
+    return defaults
 
 
 def _class_files():
@@ -46,6 +58,14 @@ def _class_files():
             raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
             for key, node in class_nodes(raw):
                 yield group, path, raw, key, node
+
+
+def test_the_source_reading_agrees_with_inspect_for_every_class_a_config_names() -> None:
+    targets = {node["_target_"] for *_, node in _class_files() if node["_target_"] != "???"}
+    assert len(targets) >= 30
+    for target in sorted(targets):
+        assert source_defaults(target) == _object_defaults(target), target
+    assert source_defaults(f"{__name__}._Leaf") == _object_defaults(f"{__name__}._Leaf")
 
 
 def test_no_config_file_restates_a_default_of_its_class_and_each_takes_the_rest_from_its_schema() -> None:
@@ -63,7 +83,7 @@ def test_no_config_file_restates_a_default_of_its_class_and_each_takes_the_rest_
 
 @pytest.mark.parametrize("option", list(NORMS))
 def test_a_composed_norm_holds_every_argument_and_takes_overrides_without_a_plus(option: str) -> None:
-    arguments = constructor_defaults(NORMS[option])
+    arguments = source_defaults(f"normbench.norms.{NORMS[option].__name__}")
     overrides = ["norm.sync=true", *(["norm.eps=0.001"] if "eps" in arguments else [])]
     with composing(CONF):
         norm = OmegaConf.to_container(compose("train", overrides=[f"norm={option}", *overrides]).norm)
@@ -84,13 +104,16 @@ def test_a_composed_model_and_data_config_hold_their_defaults_from_the_code() ->
     assert cfg.callbacks.causal_leak.position == 8 and cfg.callbacks.grad_norms.depth == 3
 
 
-def test_the_files_compose_without_the_schemas_for_a_reader_that_imports_no_torch() -> None:
-    """The report's dashboard composes an entry's config without torch: the schemas are `optional`."""
+def test_the_files_compose_without_the_schemas_and_registering_them_imports_no_torch() -> None:
+    """The report's dashboard composes an entry's config without them (`optional`); train.py registers them
+    before anything is refused, which costs no torch import (normbench.signatures reads the source)."""
     code = (
         "import sys; from hydra import compose, initialize_config_dir\n"
         f"with initialize_config_dir({str(CONF)!r}, version_base='1.3', job_name='train'):\n"
         "    cfg = compose('train', overrides=['experiment=small_batch'])\n"
         "assert 'eps' not in cfg.norm and cfg.experiment_name == 'small_batch'\n"
-        "assert not any(m.split('.')[0] in ('torch', 'lightning') for m in sys.modules)\n"
+        "from normbench.cli.schemas import register_schemas\n"
+        f"register_schemas({str(CONF)!r})\n"
+        "assert not any(m.split('.')[0] in ('torch', 'lightning') for m in sys.modules), 'imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -3,27 +3,26 @@
 A file in conf/{norm,model,data,callbacks}/ names its class (``_target_``) and holds only what differs from
 the class's defaults. Its defaults list starts with ``- optional /schema/<group>@<package>: <option>``,
 which brings in every other argument with the default its constructor declares (and the parents' it passes
-``**kwargs`` on to), registered by ``register_schemas`` in Hydra's ConfigStore before anything composes. So
+``**kwargs`` on to; read from the source, nothing imported: normbench.signatures), registered by
+``register_schemas`` in Hydra's ConfigStore before anything composes. So
 ``python train.py --cfg job`` shows every argument and ``norm.eps=1e-3`` needs no ``+``. The schemas are
 untyped dicts: the values are checked by normbench.run.validation and the constructors, with one-line
-errors. ``optional``: a reader that needs only the files' own values (the report's dashboard, which imports
-no torch) composes without registering them.
+errors. ``optional``: a reader that needs only the files' own values (the report's dashboard) composes without
+registering them, and so does a file of the user's own search path that has no schema here.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.utils import get_object
 from omegaconf import OmegaConf
 
-from normbench.signatures import constructor_parameters
+from normbench.signatures import source_defaults
 
 #: the config groups whose files take their defaults from their class
 GROUPS = ("norm", "model", "data", "callbacks")
@@ -50,23 +49,6 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
         "drop_last": True,
     },
 }
-_PLAIN = (bool, int, float, str, type(None))
-
-
-def _plain(value: Any) -> bool:
-    """Whether a config can hold ``value`` as it is (a scalar, or a list of scalars)."""
-    return isinstance(value, _PLAIN) or (isinstance(value, list) and all(isinstance(v, _PLAIN) for v in value))
-
-
-def constructor_defaults(target: Callable[..., Any]) -> dict[str, Any]:
-    """``{argument: default}`` of ``target(...)`` (normbench.signatures); arguments without a default, or with
-    a default no config can hold (an object), are left out."""
-    defaults = {}
-    for param in constructor_parameters(target):
-        default = list(param.default) if isinstance(param.default, tuple) else param.default
-        if param.default is not param.empty and _plain(default):
-            defaults[param.name] = default
-    return defaults
 
 
 def class_nodes(config: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
@@ -82,34 +64,18 @@ def class_nodes(config: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, 
 
 def schema(group: str, target: str) -> dict[str, Any]:
     """The defaults a config of ``group`` naming ``target`` gets from the code."""
-    defaults = {"_target_": target, **constructor_defaults(get_object(target)), **CONFIG_DEFAULTS.get(group, {})}
+    defaults = {"_target_": target, **source_defaults(target), **CONFIG_DEFAULTS.get(group, {})}
     return {k: v for k, v in defaults.items() if k not in SUPPLIED_BY_THE_RUN.get(group, ())}
 
 
 def register_schemas(config_dir: str | Path) -> None:
     """Store ``schema/<group>/<option>`` for every file of ``GROUPS`` under ``config_dir`` that names a class."""
     store = ConfigStore.instance()
-    with _root_logger_in_place():
-        for group in GROUPS:
-            for path in sorted(Path(config_dir, group).glob("*.yaml")):
-                for _, node in class_nodes(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
-                    if node["_target_"] != "???":  # norm=custom: the user's class, named on the command line
-                        store.store(group=f"schema/{group}", name=path.stem, node=schema(group, node["_target_"]))
-
-
-@contextmanager
-def _root_logger_in_place() -> Iterator[None]:
-    """Lightning, imported here with the classes before Hydra sets up logging, would give its loggers a console
-    handler of their own and stop them propagating (it does so when the root logger has no handler yet), and
-    its lines would miss the job's log file: a placeholder on the root during the imports keeps them
-    propagating to the handlers Hydra installs."""
-    placeholder = logging.NullHandler()
-    root = logging.getLogger()
-    root.addHandler(placeholder)
-    try:
-        yield
-    finally:
-        root.removeHandler(placeholder)
+    for group in GROUPS:
+        for path in sorted(Path(config_dir, group).glob("*.yaml")):
+            for _, node in class_nodes(OmegaConf.to_container(OmegaConf.load(path), resolve=False)):
+                if node["_target_"] != "???":  # norm=custom: the user's class, named on the command line
+                    store.store(group=f"schema/{group}", name=path.stem, node=schema(group, node["_target_"]))
 
 
 @contextmanager
