@@ -2,11 +2,11 @@
 
 A file in conf/norm/ names its class (``_target_``) as a Hydra partial (``_partial_: true``): instantiate
 gives ``functools.partial(cls, **options)`` and the encoders call it with each site's width, as
-x-transformers builds ``norm_fn = partial(norm_class, dim)`` once. Two keys are normbench's, not the
-class's: ``name`` (what the runs call the norm; the option, ``norm=<option>``, when absent) and ``sync``
+x-transformers builds ``norm_fn = partial(norm_class, dim)`` once. Three keys are normbench's, not the
+class's: ``name`` (what the runs call the norm; the option, ``norm=<option>``, when absent), ``sync``
 (passed only to a constructor that takes it, so that a sweep sets ``norm.sync`` over norms with and
-without batch statistics). A class that is not a ``SequenceNorm`` (a user's, ``norm=custom``) is
-adapted and checked by normbench.custom_norm.
+without batch statistics) and ``input_batch_norm`` (``input_norm``). A class that is not a
+``SequenceNorm`` (a user's, ``norm=custom``) is adapted and checked by normbench.custom_norm.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def norm_factory(config: Mapping[str, Any] | str, **options: Any) -> NormFactory
         raise ConfigError(
             f"norm={cls.option or cls.__name__}: unknown option {unknown[0]!r}; accepted options: {accepted}"
         )
-    if "sync" in accepted:
-        kwargs["sync"] = bool(config.get("sync", False))
+    if "sync" in accepted and "sync" in config:
+        kwargs["sync"] = bool(config["sync"])
     return instantiate({**kwargs, "_partial_": True})
 
 
@@ -68,7 +68,7 @@ def input_norm(config: Mapping[str, Any], model_switch: bool) -> NormFactory | N
     under DDP it all-reduces its statistics when the other norms do (``norm.sync``)."""
     if not (model_switch or config.get("input_batch_norm")):
         return None
-    return partial(MaskedBatchNorm, sync=bool(config.get("sync", False)))
+    return partial(MaskedBatchNorm, sync=bool(config.get("sync")))
 
 
 def norm_label(config: Mapping[str, Any], option: str | None) -> str:
