@@ -233,3 +233,31 @@ def test_index_page_and_the_readme_section_come_from_the_reports(tmp_path: Path,
         stop.value.code == 2
         and "has no <!-- findings:begin --> ... <!-- findings:end --> markers" in capsys.readouterr().err
     )
+
+
+def test_the_flatness_check_reads_report_flat_metric_where_the_headline_cannot_move(tmp_path: Path):
+    """train_eval_gap's headline, the gap, is 0 for layer norm by definition; its report.flat_metric is val/acc."""
+    for flat_metric, expected in [(None, "The controls are flat across batch size"), ("val/acc", "NOT flat")]:
+        root = tmp_path / str(flat_metric)
+        for seed, tests in enumerate([(0.70, 0.69), (0.66, 0.70), (0.71, 0.70)]):  # test/acc: noise, no trend
+            for bs, test in zip((2, 32), tests, strict=True):
+                val = 0.70 + 0.11 * (bs == 32) + seed / 1000  # val/acc: 11 points better at batch size 32
+                changes = {"report.metric": "test/acc", "report.flat_over": "data.batch_size"}
+                changes |= {"report.flat_metric": flat_metric} if flat_metric else {}
+                for norm, metrics in [
+                    ("layer", {"val/acc": val, "test/acc": test}),
+                    ("batch_masked", {"val/acc": 0.5, "test/acc": 0.5 + seed / 100}),
+                ]:
+                    write_job(
+                        root / f"{norm}-bs{bs}-s{seed}",
+                        norm=norm,
+                        seed=seed,
+                        batch_size=bs,
+                        metrics=metrics,
+                        config_changes=changes,
+                    )
+        summary = (main([str(root), "--out", str(tmp_path / f"report-{flat_metric}")]) / "summary.md").read_text()
+        assert expected in summary, flat_metric
+    # the same from the command line, for runs whose config predates the key
+    again = main([str(tmp_path / "None"), "--out", str(tmp_path / "again"), "--flat-metric", "val/acc"])
+    assert "NOT flat" in (again / "summary.md").read_text()

@@ -104,7 +104,12 @@ class ExperimentReport:
 
 
 def analyse(
-    runs: Sequence[Run], metric: str | None = None, select_key: str | None = None, select_on: str | None = None
+    runs: Sequence[Run],
+    metric: str | None = None,
+    select_key: str | None = None,
+    select_on: str | None = None,
+    flat_over: str | None = None,
+    flat_metric: str | None = None,
 ) -> list[ExperimentReport]:
     """Group by experiment, find the swept keys, refuse incomparable runs, choose each norm's best value of
     the selection key on validation, compute tables, comparisons, the controls' flatness and the sentence."""
@@ -127,7 +132,9 @@ def analyse(
         choices: list[Choice] = []
         if key and on:
             groups, choices = select(groups, key, on)
-        checks = flatness(groups, flat_key(members), chosen)
+        # on the headline, or on report.flat_metric where the headline cannot move for a control (a train/eval gap)
+        flat_on = flat_metric or configured(members, "report.flat_metric") or chosen
+        checks = flatness(groups, flat_over or flat_key(members), flat_on)
         contrast = contrast_key(members)
         reports.append(
             ExperimentReport(
@@ -366,6 +373,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: the config's report.select)",
     )
     parser.add_argument("--select-on", help="the selection's metric (default: the headline's val/ twin)")
+    parser.add_argument(
+        "--flat-over", help="the swept key the controls must be flat across (default: the config's report.flat_over)"
+    )
+    parser.add_argument(
+        "--flat-metric", help="the metric of that check (default: the config's report.flat_metric, else the headline)"
+    )
     parser.add_argument("--wandb", action="store_true", help="also log one report run per experiment to W&B")
     return parser.parse_args(argv)
 
@@ -374,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
     try:
-        reports = analyse(load_runs(args.dirs), args.metric, args.select, args.select_on)
+        reports = analyse(
+            load_runs(args.dirs), args.metric, args.select, args.select_on, args.flat_over, args.flat_metric
+        )
         write_report(reports, args.dirs, out)
         if args.wandb:
             for run_dir in log_to_wandb(reports, args.dirs, out):
