@@ -70,17 +70,9 @@ def import_class(target: Any) -> type:
     return cls
 
 
-def build_custom_norm(options: dict[str, Any], num_features: int) -> CustomNorm:
-    """``options`` = the norm config with ``_target_``; ``name`` (a label for the runs), ``sync`` (passed only
-    to a class that takes it) and ``_partial_`` are normbench's and Hydra's, every other key is a constructor
-    argument."""
-    options = {k: v for k, v in options.items() if k != "_partial_"}
-    target = options.pop(TARGET)
-    cls = import_class(target)
-    label = str(options.pop("name", None) or target.rpartition(".")[2])
-    sync = options.pop("sync", None)
-    if sync is not None and "sync" in inspect.signature(cls.__init__).parameters:
-        options["sync"] = sync
+def build_custom_norm(cls: type, target: str, options: dict[str, Any], label: str, num_features: int) -> CustomNorm:
+    """A user's class ``cls`` (named ``target`` in the config) built with its constructor ``options`` (the
+    norm config less normbench's keys: normbench.norm_factory), adapted to the interface and checked once."""
     try:
         inner = cls(num_features, **options)
     except TypeError as err:

@@ -37,18 +37,18 @@ def norm_factory(config: Mapping[str, Any] | str, **options: Any) -> NormFactory
         config = {TARGET: f"{NORMS[config].__module__}.{NORMS[config].__name__}"}
     config = {**config, **options}
     cls = import_class(config.get(TARGET))
-    if not issubclass(cls, SequenceNorm):
-        return partial(build_custom_norm, dict(config))
-    kwargs = {k: v for k, v in config.items() if k not in OWN_KEYS}
+    kwargs = {k: v for k, v in config.items() if k not in (*OWN_KEYS, TARGET)}
     accepted = [p.name for p in constructor_parameters(cls)][1:]  # after num_features
-    unknown = [k for k in kwargs if k != TARGET and k not in accepted]
+    if "sync" in accepted and "sync" in config:
+        kwargs["sync"] = bool(config["sync"])
+    if not issubclass(cls, SequenceNorm):  # a user's class: adapted and checked by normbench.custom_norm
+        return partial(build_custom_norm, cls, config[TARGET], kwargs, norm_label(config, None))
+    unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise ConfigError(
             f"norm={cls.option or cls.__name__}: unknown option {unknown[0]!r}; accepted options: {accepted}"
         )
-    if "sync" in accepted and "sync" in config:
-        kwargs["sync"] = bool(config["sync"])
-    return instantiate({**kwargs, "_partial_": True})
+    return instantiate({TARGET: config[TARGET], **kwargs, "_partial_": True})
 
 
 def recurrent(factory: NormFactory) -> NormFactory:

@@ -13,6 +13,7 @@ registering them, and so does a file of the user's own search path that has no s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,13 @@ def schema(group: str, target: str) -> dict[str, Any]:
 
 
 def register_schemas(config_dir: str | Path) -> None:
-    """Store ``schema/<group>/<option>`` for every file of ``GROUPS`` under ``config_dir`` that names a class."""
+    """Store ``schema/<group>/<option>`` for every file of ``GROUPS`` under ``config_dir`` that names a class
+    (once per process and dir: train.py registers before its checks compose, and those compose again)."""
+    _register(str(Path(config_dir).resolve()))
+
+
+@functools.cache
+def _register(config_dir: str) -> None:
     store = ConfigStore.instance()
     for group in GROUPS:
         for path in sorted(Path(config_dir, group).glob("*.yaml")):

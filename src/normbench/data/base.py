@@ -227,8 +227,6 @@ class TokenizedDataModule(SequenceDataModule):
     """Text as token ids of a tokenizer trained on the training split (``self.tokenizer``, set by
     ``build_splits``): the embedding's size and padding id come from it."""
 
-    tokenizer: Any = None
-
     @property
     def vocab_size(self) -> int:
         """The trained tokenizer's real size (may be below the requested ``vocab_size`` on small data)."""
