@@ -154,7 +154,7 @@ def test_lm_datamodule_streams_lines_with_eos_and_caches(tmp_path: Path) -> None
     assert torch.equal(again._require()["test"].stream, dm._require()["test"].stream)
 
 
-def test_eval_tokens_cut_validation_and_test_and_the_evaluation_loader_serves_one_window_at_a_time(
+def test_eval_tokens_cut_validation_and_test_and_the_evaluation_loader_serves_one_window_at_a_time_or_longer_windows(
     tmp_path: Path,
 ) -> None:
     full = LinesDataModule(TEXT, seq_len=8, batch_size=2, cache_dir=str(tmp_path))
@@ -166,8 +166,13 @@ def test_eval_tokens_cut_validation_and_test_and_the_evaluation_loader_serves_on
     assert torch.equal(dm._require()["train"].stream, full._require()["train"].stream)
     batches = list(dm.evaluation_loader("test", batch_size=1))
     assert [len(tokens) for tokens, _, _ in batches] == [1, 1] and sum(int(m.sum()) for _, m, _ in batches) == 10
-    with pytest.raises(ConfigError, match=r"^evaluate.lengths=4 needs a classification task"):
-        dm.evaluation_loader("test", max_len=4)
+    # windows of another length over the same tokens: each predicted once, the first window max_len long
+    longer = list(dm.evaluation_loader("test", max_len=6))
+    assert [tokens.shape[1] for tokens, _, _ in longer] == [6] and int(longer[0][1].sum()) == 10
+    assert torch.equal(longer[0][0][0, :6], dm._require()["test"].stream[:6].long())
+    assert torch.equal(longer[0][2][0, :5], dm._require()["test"].stream[1:6].long())
+    with pytest.raises(ConfigError, match=r"^evaluate.pad_to=128 needs a classification task"):
+        dm.evaluation_loader("test", pad_to=128)
     with pytest.raises(ConfigError, match=r"^data.max_len=48 is a classification option"):
         LinesDataModule(TEXT, seq_len=8, max_len=48, cache_dir=str(tmp_path))
 

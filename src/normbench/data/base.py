@@ -129,21 +129,29 @@ class SequenceDataModule(L.LightningDataModule):
         """Sequence length of every example of a split (what bucketing sorts by)."""
         return [len(ids) for ids, _ in self._require()[split]]
 
-    @property
-    def collate_fn(self):
+    def padded_collate(self, pad_to: int):
+        """The collate function that pads each batch to its longest sequence or to ``pad_to``, if longer."""
         if self.task == "lm":
             return partial(pad_lm_collate, pad_id=self.pad_id)
-        return partial(pad_collate, pad_id=self.pad_id, pad_to=self.pad_to)
+        return partial(pad_collate, pad_id=self.pad_id, pad_to=pad_to)
+
+    @property
+    def collate_fn(self):
+        return self.padded_collate(self.pad_to)
+
+    def evaluation_batching(self, batch_size: int | None, pad_to: int | None) -> dict[str, Any]:
+        """The loader arguments of an evaluation at another batch size and/or padded length (None: training's)."""
+        collate = self.padded_collate(self.pad_to if pad_to is None else pad_to)
+        return {"batch_size": batch_size or self.batch_size, "collate_fn": collate}
 
     def _loader(self, split: str, data: Sequence[Item] | None = None, **sampling: Any) -> DataLoader:
         return DataLoader(
             data if data is not None else self._require()[split],  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate_fn,
             # a private generator: creating an iterator never draws from the global RNG (dropout's)
             generator=torch.Generator().manual_seed(self.shuffle_seed),
-            **({"batch_size": self.batch_size} | sampling),
+            **({"batch_size": self.batch_size, "collate_fn": self.collate_fn} | sampling),
         )
 
     def _train_sampler(self) -> ResumableRandomSampler | BucketBatchSampler:

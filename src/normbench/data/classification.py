@@ -157,11 +157,13 @@ class TextClassificationDataModule(TokenizedDataModule):
             _PREPARED[key] = (self.tokenizer, self._examples, splits, self._num_classes)
         return splits
 
-    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None):
-        """``split`` in order, truncated at another ``max_len`` and/or batched by another ``batch_size`` than
-        training used (length extrapolation, inference at batch size one)."""
+    def evaluation_loader(
+        self, split: str, max_len: int | None = None, batch_size: int | None = None, pad_to: int | None = None
+    ):
+        """``split`` in order, truncated at another ``max_len``, batched by another ``batch_size`` and/or padded
+        to another ``pad_to`` than training used (length extrapolation, inference at batch size one, padding)."""
         data = self._encode(self._examples[split], max_len) if max_len else self._require()[split]
-        return self._loader(split, data=data, batch_size=batch_size or self.batch_size)
+        return self._loader(split, data=data, **self.evaluation_batching(batch_size, pad_to))
 
     def _encode(self, examples: list[Example], max_len: int) -> Encoded:
         """Token ids truncated to ``max_len``; an empty encoding becomes ``[UNK]`` so no row is all padding."""

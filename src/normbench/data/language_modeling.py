@@ -155,15 +155,19 @@ class LanguageModelingDataModule(TokenizedDataModule):
     def epoch_size(self) -> int | None:
         return self.train_windows
 
-    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None):
-        """``split``'s windows in order, batched by another ``batch_size`` than training used (generation
-        serves one sequence at a time: ``evaluate.batch_sizes: [1]``). Windows keep ``data.seq_len``."""
-        if max_len:
+    def evaluation_loader(
+        self, split: str, max_len: int | None = None, batch_size: int | None = None, pad_to: int | None = None
+    ):
+        """``split``'s windows in order, ``max_len`` long instead of ``data.seq_len`` (the same tokens in longer
+        or shorter windows: length extrapolation) and/or batched by another ``batch_size`` than training used
+        (generation serves one sequence at a time: ``evaluate.batch_sizes: [1]``)."""
+        if pad_to:
             raise ConfigError(
-                f"evaluate.lengths={max_len!r} needs a classification task; a language model's windows are "
-                "data.seq_len long: change data.seq_len instead"
+                f"evaluate.pad_to={pad_to!r} needs a classification task; a language model's windows hold no "
+                "padding: leave evaluate.pad_to empty"
             )
-        return self._loader(split, batch_size=batch_size or self.batch_size)
+        data = WindowDataset(self._require()[split].stream, max_len) if max_len else None  # type: ignore[union-attr]
+        return self._loader(split, data=data, batch_size=batch_size or self.batch_size)
 
     def lengths(self, split: str) -> list[int]:
         return self._require()[split].lengths()  # type: ignore[union-attr]

@@ -166,16 +166,18 @@ class NumericSequenceDataModule(SequenceDataModule):
         return splits, transform, train_file.class_labels
 
     # --- batching and what the model needs -----------------------------------------------------
-    @property
-    def collate_fn(self):
-        return partial(pad_feature_collate, pad_to=self.pad_to)
+    def padded_collate(self, pad_to: int):
+        return partial(pad_feature_collate, pad_to=pad_to)
 
-    def evaluation_loader(self, split: str, max_len: int | None = None, batch_size: int | None = None):
-        """``split`` in order, cut at another ``max_len`` and/or batched by another ``batch_size``."""
+    def evaluation_loader(
+        self, split: str, max_len: int | None = None, batch_size: int | None = None, pad_to: int | None = None
+    ):
+        """``split`` in order, cut at another ``max_len``, batched by another ``batch_size`` and/or padded to
+        another ``pad_to`` than training used."""
         data = self._require()[split]
         if max_len:
             data = [(x[:max_len], y) for x, y in data]
-        return self._loader(split, data=data, batch_size=batch_size or self.batch_size)
+        return self._loader(split, data=data, **self.evaluation_batching(batch_size, pad_to))
 
     @property
     def num_features(self) -> int:

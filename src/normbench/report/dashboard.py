@@ -110,13 +110,14 @@ def _callback(instrument: str) -> str | None:
 
 def _evaluated(metric: str, evaluate: Any) -> tuple[str, ...]:
     """The extra test metrics (normbench.instruments.evaluation) of the headline metric's kind, e.g.
-    ``test/acc@len=32``; the evaluations measure accuracy and loss only, so another headline
-    (``val/bpc_train_eval_gap``) gets loss."""
+    ``test/acc@len=32``; the evaluations measure accuracy, loss and a language model's bits, so a headline of
+    another kind (``val/bpc_train_eval_gap``) gets the bits it is about, and any other loss."""
     leaf = metric_leaf(metric).removesuffix("_batch_stats")
-    leaf = leaf if leaf in ("acc", "loss") else "loss"
+    leaf = next((kind for kind in ("acc", "loss", "bpc", "bpt") if leaf.startswith(kind)), "loss")
     names = [f"test/{leaf}@len={n}" for n in evaluate.lengths or []]
-    for size in evaluate.batch_sizes or []:
-        names += [f"test/{leaf}@eval_batch={size}", f"test/{leaf}_batch_stats@eval_batch={size}"]
+    settings = [f"eval_batch={n}" for n in evaluate.batch_sizes or []]
+    for at in settings + [f"pad_to={n}" for n in evaluate.get("pad_to") or []]:
+        names += [f"test/{leaf}@{at}", f"test/{leaf}_batch_stats@{at}"]
     return tuple(names)
 
 

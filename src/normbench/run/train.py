@@ -257,7 +257,9 @@ def fit_and_evaluate(
         ):
             metrics.update({k: float(v) for k, v in results[0].items()})
         evaluate = cfg.get("evaluate") or {}
-        extra, notes = extra_evaluations(module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"))
+        extra, notes = extra_evaluations(
+            module, datamodule, evaluate.get("lengths"), evaluate.get("batch_sizes"), evaluate.get("pad_to")
+        )
     metrics.update(extra)
     log_final(logger, {**final_logged, **metrics})  # W&B's summary: results.json's numbers
     series = {name: points for cb in instruments if isinstance(cb, Instrument) for name, points in cb.series.items()}

@@ -126,6 +126,7 @@ RULES: dict[str, Rule] = {
     "checkpoint.save_best": boolean(),
     "evaluate.lengths": integers(1),
     "evaluate.batch_sizes": integers(1),
+    "evaluate.pad_to": integers(0),
     "optim.lr": number(0, low_open=True),
     "optim.weight_decay": number(0),
     "optim.warmup": number(0, 1, high_open=True),
