@@ -106,7 +106,5 @@ def test_bad_evaluation_settings_are_refused(mr_file: Path, tmp_path: Path) -> N
         extra_evaluations(module, dm, lengths=[0])
     with pytest.raises(ConfigError, match=r"^evaluate.pad_to holds -1; accepted: a list of integers >= 0$"):
         extra_evaluations(module, dm, pad_to=[-1])
-    with pytest.raises(
-        ConfigError, match=r"evaluate.lengths / .* / evaluate.pad_to need .* has none"
-    ):
+    with pytest.raises(ConfigError, match=r"evaluate.lengths / .* / evaluate.pad_to need .* has none"):
         extra_evaluations(module, object(), batch_sizes=[1])

@@ -115,8 +115,12 @@ def test_a_long_override_list_names_its_job_dir_within_the_file_name_limit():
 
 
 def _listed_instruments(name: str) -> list[str]:
+    """The instruments an entry's defaults list names, or the entry it builds on (``- length_extrapolation``)."""
     text = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
     match = re.search(r"^  - override /callbacks: \[([a-z_, ]*)\]", text, re.M)
+    base = re.search(r"^  - ([a-z_]+)\s*(#.*)?$", text, re.M)
+    if match is None and base is not None:
+        return _listed_instruments(base.group(1))
     assert match, f"{name} lists no instruments"
     return [item.strip() for item in match.group(1).split(",")]
 
@@ -156,3 +160,13 @@ def test_every_data_config_drops_a_last_training_batch_of_one_sequence_and_shuff
     for path in sorted((ROOT / "conf" / "data").glob("*.yaml")):
         data = _compose(f"data={path.stem}", "seed=5").data
         assert (data.drop_last, data.shuffle_seed) == (True, 5), path.stem
+
+
+def test_per_step_batch_norm_keeps_statistics_for_the_trained_length_of_either_task():
+    """norm.max_steps follows a classification task's cut (data.max_len) and a language model's window
+    (data.seq_len; its data.max_len is null), so per-step batch norm builds for both."""
+    mr = _compose("norm=batch_step", "model=lstm", "data.max_len=16")
+    lm = _compose("norm=batch_step", "model=lstm", "data=shakespeare_char", "data.seq_len=32")
+    assert mr.norm.max_steps == 16 and lm.norm.max_steps == 32
+    factory = norm_factory(OmegaConf.to_container(lm.norm, resolve=True))
+    assert factory(8).max_steps == 32

@@ -151,3 +151,36 @@ def test_series_by_contrast_is_a_grid_of_a_row_per_contrast_value_and_one_legend
     runs_without = load_runs([tmp_path / "none-null-none-0"])
     with pytest.raises(figures.SkipFigure, match="no finished run carries the series"):
         figures.series_by_contrast(FigureInput("input_scale", runs_without, [], "val/acc", tmp_path / "out"))
+
+
+def test_fluctuation_vs_gap_is_one_point_per_run_with_the_correlation_computed_by_hand(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # (stats/var_dist, val/loss_batch_stats - val/loss) per run; layer norm has no batch statistics: no point
+    points = {"transformer": [(0.1, 0.01), (0.2, 0.03)], "lstm": [(0.3, 0.02), (0.4, 0.06)]}
+    for model, pairs in points.items():
+        for seed, (dist, gap) in enumerate(pairs):
+            write_job(
+                tmp_path / "sweep" / f"{model}{seed}", norm="batch_masked", seed=seed, model=model,
+                metrics={"val/acc": 0.7, "val/loss": 0.5, "val/loss_batch_stats": 0.5 + gap},
+                instruments={"stats/var_dist": dist},
+            )  # fmt: skip
+    layer = {"val/loss": 0.5, "val/loss_batch_stats": 0.5}
+    write_job(tmp_path / "sweep" / "layer", norm="layer", seed=0, metrics=layer)
+    runs = load_runs([tmp_path / "sweep"])
+    fi = FigureInput("batch_stat_fluctuation", runs, sweep_settings(runs), "stats/var_dist", tmp_path / "out")
+    fi.out.mkdir()
+    saved: list[Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
+    (png,) = figures.fluctuation_vs_gap(fi)
+    assert png.name == "batch_stat_fluctuation-fluctuation-vs-gap.png" and png.stat().st_size > 0
+    (ax,) = saved[0].axes
+    drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}
+    assert drawn == {
+        "batch_masked (lstm, mr)": [[0.3, pytest.approx(0.02)], [0.4, pytest.approx(0.06)]],
+        "batch_masked (transformer, mr)": [[0.1, pytest.approx(0.01)], [0.2, pytest.approx(0.03)]],
+    }
+    xs, ys = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.01, 0.03, 0.02, 0.06])
+    dx, dy = xs - xs.mean(), ys - ys.mean()
+    r = (dx * dy).sum() / np.sqrt((dx**2).sum() * (dy**2).sum())
+    assert f"Pearson r {r:.2f} (95% CI" in ax.get_title() and ax.get_title().endswith(", 4 runs")

@@ -1,13 +1,12 @@
 """Job dir names that fit the file system: Hydra names a sweep's job dirs after the job's overrides, and a long
 override list (a catalogue entry with a few more settings) passes the 255-byte limit of a file name, which
-Hydra reports as a stack trace from ``mkdir``. Registered as the config resolver ``short_dirname``."""
+Hydra reports as a stack trace from ``mkdir``. Registered as the config resolver ``short_dirname``
+(normbench.cli.resolvers)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-
-from omegaconf import OmegaConf
 
 #: bytes a job dir name may have (file systems allow 255; Hydra prefixes the job number)
 LIMIT = 240
@@ -46,8 +45,3 @@ def sweep_subdir(experiment_name: str, date: str, time: str) -> str:
     if experiment_name == DEFAULT_EXPERIMENT:
         return f"{date}/{time}"
     return f"{experiment_name}/{date}_{time}"
-
-
-def register() -> None:
-    OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)
-    OmegaConf.register_new_resolver("sweep_subdir", sweep_subdir, replace=True)

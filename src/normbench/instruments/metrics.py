@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-#: the train/eval gap in accuracy points, and the causal-leak probe: the figures' own metrics
+#: the train/eval gap in accuracy points, the causal-leak probe and the batch-variance fluctuation: the figures'
+#: own metrics
 TRAIN_EVAL_GAP_KEY = "val/train_eval_gap"
 CAUSAL_LEAK_KEY = "probe/causal_leak"
+FLUCTUATION_KEY = "stats/var_dist"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ PARTNER_DEPENDENCE = Declared("partner_dependence", headline=("probe/partner_dep
 CAUSAL_LEAK = Declared("causal_leak", headline=(CAUSAL_LEAK_KEY,))
 BATCH_STAT_FLUCTUATION = Declared(
     "batch_stat_fluctuation",
-    headline=("stats/mean_dist", "stats/var_dist"),
+    headline=("stats/mean_dist", FLUCTUATION_KEY),
     logs=("stats/*/mean_dist", "stats/*/var_dist"),
 )
 GRAD_NORMS = Declared("grad_norms", headline=("grad_norm/max_total",), logs=("grad_norm/total", "grad_norm/*"))

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
-from normbench.instruments.metrics import CAUSAL_LEAK_KEY, TRAIN_EVAL_GAP_KEY  # noqa: E402
+from normbench.instruments.metrics import CAUSAL_LEAK_KEY, FLUCTUATION_KEY, TRAIN_EVAL_GAP_KEY  # noqa: E402
 from normbench.norm_kinds import BUILT_IN  # noqa: E402
 from normbench.report.confidence import mean_ci  # noqa: E402
 from normbench.report.labels import metric_words, setting_words  # noqa: E402
@@ -360,6 +360,41 @@ def series_by_contrast(fi: FigureInput) -> list[Path]:
     return [_save(fig, fi.path(f"{name}-by-{contrast}"))]
 
 
+def fluctuation_vs_gap(fi: FigureInput) -> list[Path]:
+    """Each run's batch-statistic fluctuation against what using the batch's statistics costs it at validation
+    (the loss with them minus the loss with running ones, nats: one unit for every task), one marker per model
+    and dataset, one colour per norm, and their Pearson correlation with its 95% CI: whether the fluctuation
+    Shen et al. (2020) blame for batch norm's failure on text is what makes the train/eval gap."""
+    from scipy.stats import pearsonr
+
+    points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for run in fi.ok_runs:
+        values = run.values()
+        if all(isinstance(values.get(k), float | int) for k in (FLUCTUATION_KEY, "val/loss", "val/loss_batch_stats")):
+            gap = float(values["val/loss_batch_stats"]) - float(values["val/loss"])
+            points[(run.norm, f"{run.model}, {run.key('data')}")].append((float(values[FLUCTUATION_KEY]), gap))
+    every = [p for ps in points.values() for p in ps]
+    if len(every) < 3:
+        raise SkipFigure(f"fewer than 3 finished runs report {FLUCTUATION_KEY} and val/loss_batch_stats")
+    kinds = sorted({kind for _, kind in points})
+    fig = Figure(figsize=(5.6, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for (norm, kind), ps in sorted(points.items(), key=lambda item: (norm_order(item[0][0]), item[0][1])):
+        xs, ys = zip(*ps, strict=True)
+        marker = MARKERS[kinds.index(kind) % len(MARKERS)]
+        ax.scatter(xs, ys, color=norm_color(norm), marker=marker, label=f"{norm} ({kind})", alpha=0.8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    xs, ys = zip(*every, strict=True)
+    title = f"{fi.experiment}: fluctuation vs train/eval gap"
+    if len(set(xs)) > 1 and len(set(ys)) > 1:
+        result = pearsonr(xs, ys)
+        low, high = result.confidence_interval(0.95)
+        title += f"\nPearson r {result.statistic:.2f} (95% CI {low:.2f} to {high:.2f}), {len(every)} runs"
+    ax.set(title=title, xlabel=metric_words(FLUCTUATION_KEY), ylabel="val loss with batch minus running statistics")
+    ax.title.set_fontsize(9)
+    return [_save(fig, fi.path("fluctuation-vs-gap"))]
+
+
 def bar_figure(fi: FigureInput, metrics: Sequence[str], kind: str, title: str) -> Path:
     """Bars per norm (grouped by the other settings), CI error bars; a row per metric, a panel per model."""
     has = lambda r: any(m in r.values() for m in metrics)  # noqa: E731
@@ -419,6 +454,7 @@ FIGURE_KINDS: dict[str, Callable[[FigureInput], list[Path]]] = {
     "instruments over training": series_over_training,
     "series by contrast": series_by_contrast,
     "causal-leak probe": causal_leak,
+    "fluctuation vs train-eval gap": fluctuation_vs_gap,
     "local vs synced statistics": sync_comparison,
 }
 
