@@ -222,6 +222,12 @@ def test_index_page_and_the_readme_section_come_from_the_reports(tmp_path: Path,
     assert f"| small_batch | {record['sentence']} | clear of zero (95% CI) | 6 |" in page
     assert "[summary](small_batch/summary.md)" in page and "[summary](causal_leak/summary.md)" in page
     assert "Not yet reported with a finding.json (reports from before the protocol): padding." in page
+    records = [
+        json.loads((tmp_path / "findings" / e / "finding.json").read_text())[0] for e in ("small_batch", "causal_leak")
+    ]
+    spans = [r["sweep_span_s"] for r in records]
+    assert all(span > 0 for span in spans)
+    assert f"In all: 12 runs in {sum(spans) / 60:.1f} min of sweeps, each entry's time from" in page
     text = readme.read_text()
     assert "hand-typed" not in text and text.endswith("<!-- findings:end -->\n\nafter\n")
     assert "[summary](findings/small_batch/summary.md)" in text  # links relative to the README

@@ -68,9 +68,21 @@ def table(findings: Sequence[tuple[Path, dict[str, Any]]], base: Path) -> str:
     return "\n".join(lines)
 
 
+def total(findings: Sequence[tuple[Path, dict[str, Any]]]) -> str:
+    """The whole catalogue's cost: its runs and the sum of the entries' sweep times (they run one after another)."""
+    spans = [rec.get("sweep_span_s") for _, rec in findings]
+    known = [span for span in spans if span is not None]
+    text = f"In all: {sum(rec['runs'] for _, rec in findings)} runs in {_minutes(sum(known))} of sweeps"
+    if len(known) < len(spans):
+        text += f" ({len(spans) - len(known)} without a sweep time)"
+    return text + ", each entry's time from its first run's start to its last run's end."
+
+
 def page(root: Path, base: Path) -> str:
     findings, without = read_findings(root)
     text = table(findings, base)
+    if findings:
+        text += "\n\n" + total(findings)
     if without:
         names = ", ".join(os.path.relpath(p, base) for p in without)
         text += f"\n\nNot yet reported with a finding.json (reports from before the protocol): {names}."
