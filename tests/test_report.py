@@ -404,3 +404,16 @@ def test_report_of_a_tiny_catalogue_entry_run_through_hydra_multirun(mr_file: Pa
     assert {r["experiment"] for r in rows} == {"small_batch"}
     png = out / "small_batch-test_acc-vs-data.batch_size.png"  # the entry's headline: test/acc (report.metric)
     assert png.read_bytes()[:8] == PNG_MAGIC and f"]({png.name})" in md
+
+
+def test_a_training_time_instrument_missing_from_the_final_values_is_its_series_last_point(tmp_path: Path) -> None:
+    """A run that evaluated its best checkpoint kept only the series of stats/var_dist (train.py before the fix)."""
+    write_job(tmp_path / "a", norm="batch_masked", seed=0, metrics={"val/acc": 0.7},
+              series={"stats/var_dist": [[0, 0.5], [10, 0.25]], "stats/l0/var_dist": [[0, 1.0]]})  # fmt: skip
+    write_job(tmp_path / "b", norm="batch_masked", seed=1, metrics={"val/acc": 0.7},
+              instruments={"stats/var_dist": 0.125}, series={"stats/var_dist": [[0, 0.5]]})  # fmt: skip
+    from normbench.report.runs import load_runs
+
+    values = {run.seed: run.values() for run in load_runs([tmp_path])}
+    assert values[0]["stats/var_dist"] == 0.25 and "stats/l0/var_dist" not in values[0]  # a headline key only
+    assert values[1]["stats/var_dist"] == 0.125  # the recorded value wins

@@ -110,11 +110,13 @@ def offline_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     configs = [compose_entry(name) for name in entry_names()]
     lengths = ",".join(map(str, sorted({n for c in configs for n in c.evaluate.lengths})))
     sizes = ",".join(map(str, sorted({n for c in configs for n in c.evaluate.batch_sizes})))
+    pads = ",".join(map(str, sorted({n for c in configs for n in c.evaluate.pad_to})))
     args = [
         *("-m", "norm=batch_masked,layer", *TINY, "model.causal=true", "trainer.max_epochs=1"),
         *("++trainer.limit_train_batches=4", "trainer.log_every_n_steps=1", "callbacks.grad_norms.every_n_steps=1"),
         *("callbacks.batch_stat_fluctuation.every_n_steps=1", f"evaluate.lengths=[{lengths}]"),
-        *(f"evaluate.batch_sizes=[{sizes}]", f"data.path={data}", f"hydra.sweep.dir={tmp_path / 'sweep'}"),
+        *(f"evaluate.batch_sizes=[{sizes}]", f"evaluate.pad_to=[{pads}]", f"data.path={data}"),
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
     train(args, tmp_path)
     return tmp_path / "sweep"

@@ -42,8 +42,10 @@ while read -r cell; do
   for seed in $rest; do
     run="$dir/stage2/${i}_seed${seed}"
     # shellcheck disable=SC2086  # a cell is several overrides
+    given=""  # the kept overrides, quoted; none at all must not become an empty '' argument
+    [[ ${#keep[@]} -eq 0 ]] || given=$(printf '%q ' "${keep[@]}")
     printf 'python %q %q %s %s seed=%s %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" "experiment=$name" "$cell" \
-      "$(printf '%q ' "${keep[@]}")" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
+      "$given" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
     i=$((i + 1))
   done
 done < "$dir/stage2_cells.txt"

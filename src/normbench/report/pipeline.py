@@ -135,7 +135,7 @@ def analyse(
         # on the headline, or on report.flat_metric where the headline cannot move for a control (a train/eval gap)
         flat_on = flat_metric or configured(members, "report.flat_metric") or chosen
         checks = flatness(groups, flat_over or flat_key(members), flat_on)
-        contrast = contrast_key(members)
+        headline = compare(groups, chosen, contrast_key(members)) if chosen else None
         reports.append(
             ExperimentReport(
                 name,
@@ -144,13 +144,13 @@ def analyse(
                 chosen,
                 groups,
                 summary_metrics(members),
-                finding(groups, chosen, contrast, checks),
+                finding(groups, chosen, headline, checks),
                 select_key=key if on else None,
                 select_metric=on,
                 choices=choices,
                 flatness=checks,
                 comparisons=all_comparisons(groups, chosen) if chosen else [],
-                headline=compare(groups, chosen, contrast) if chosen else None,
+                headline=headline,
             )
         )
     return reports

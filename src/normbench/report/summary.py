@@ -453,12 +453,12 @@ def _score(group: Group, metric: str) -> float:
 
 
 def finding(
-    groups: Sequence[Group], metric: str | None, contrast: str | None = None, checks: Sequence[Flatness] = ()
+    groups: Sequence[Group], metric: str | None, comparison: Comparison | None, checks: Sequence[Flatness] = ()
 ) -> str:
-    """The experiment's one computed sentence (and whether its controls were flat)."""
+    """The experiment's one computed sentence from its headline ``comparison`` (and whether its controls were
+    flat)."""
     if metric is None:
         return "No run of this experiment finished with a metric; see the failed and missing runs."
-    comparison = compare(groups, metric, contrast)
     if comparison is not None:
         return comparison.sentence() + flatness_sentence(checks)
     measured = [g for g in groups if g.estimate(metric).n]

@@ -249,8 +249,8 @@ def fit_and_evaluate(
     metrics: dict[str, float] = {}
     with timed(timings, "eval"):
         validated = trainer.validate(module, datamodule, ckpt_path=best_path, verbose=False, weights_only=True)
-        if best_path:  # the instruments' last values: those of the evaluated weights
-            final_logged = logged_instruments(trainer)
+        if best_path:  # the validation instruments' values: those of the evaluated weights; the training-time
+            final_logged |= logged_instruments(trainer)  # ones (fluctuation) keep their last value in training
         for results in (
             validated,
             trainer.test(module, datamodule, ckpt_path=best_path, verbose=False, weights_only=True),

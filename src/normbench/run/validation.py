@@ -260,7 +260,8 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def check_cross_fields(config: Mapping[str, Any]) -> None:
     """Rules that tie keys together: heads divide the width, groups divide the channels, split sums,
-    lengths in order, a training budget of at least one step, optimizer betas."""
+    lengths in order, a training budget of at least one step, instrument options without their instrument,
+    optimizer betas."""
     model, norm, data = (_section(config, name) for name in ("model", "norm", "data"))
     trainer, optim = _section(config, "trainer"), _section(config, "optim")
     if "d_model" in model and "n_heads" in model and model["d_model"] % model["n_heads"]:
@@ -285,6 +286,14 @@ def check_cross_fields(config: Mapping[str, Any]) -> None:
         raise refuse(
             "data.path", path, "a file (.csv, .tsv, .jsonl, or plain text for language modeling), not a directory"
         )
+    for name, instrument in _section(config, "callbacks").items():  # options left for an instrument not on
+        if isinstance(instrument, Mapping) and "_target_" not in instrument:
+            raise refuse(
+                f"callbacks.{name}",
+                instrument,
+                f"the options of an instrument that is on (callbacks=none or a list without {name} turned it off: "
+                f"add {name} to callbacks, or drop its options with ~callbacks.{name})",
+            )
     betas = optim.get("betas")
     if betas is not None and not (
         isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
