@@ -189,7 +189,11 @@ def test_selection_cli_prints_the_second_stage_of_each_cell(tmp_path: Path, caps
         _cell(tmp_path, "batch_masked", 2, lr, 0, 1.4 - val * (lr != 0.01), 0.0)
     selection_main([str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
-    assert sorted(lines) == ["norm=batch_masked optim.lr=0.01", "norm=layer optim.lr=0.003"]
+    # with the batch size all first-stage runs shared, which a single second-stage run would not get otherwise
+    assert sorted(lines) == [
+        "data.batch_size=2 norm=batch_masked optim.lr=0.01",
+        "data.batch_size=2 norm=layer optim.lr=0.003",
+    ]
 
     write_job(tmp_path / "other", norm="layer", seed=0, experiment="padding", metrics={"val/acc": 0.5})
     with pytest.raises(SystemExit) as stop:
@@ -267,3 +271,18 @@ def test_the_flatness_check_reads_report_flat_metric_where_the_headline_cannot_m
     # the same from the command line, for runs whose config predates the key
     again = main([str(tmp_path / "None"), "--out", str(tmp_path / "again"), "--flat-metric", "val/acc"])
     assert "NOT flat" in (again / "summary.md").read_text()
+
+
+def test_second_stage_cells_carry_the_first_stage_overrides_every_run_shared(tmp_path: Path, capsys) -> None:
+    """A sweep of one value (ddp's data.batch_size=4) reaches only the sweep: the single second-stage run needs it."""
+    for seed in (0,):
+        for norm, accs in (("batch_masked", (0.6, 0.7)), ("layer", (0.75, 0.65))):
+            for lr, acc in zip((0.001, 0.003), accs, strict=True):
+                write_job(tmp_path / f"{norm}{lr}", norm=norm, seed=seed, batch_size=4, metrics={"val/acc": acc},
+                          extra_overrides={"optim.lr": lr, "data.batch_size": 4},
+                          config_changes={"optim.lr": lr, "report.select": "optim.lr"})  # fmt: skip
+    selection_main([str(tmp_path)])
+    assert capsys.readouterr().out.splitlines() == [
+        "data.batch_size=4 norm=batch_masked optim.lr=0.003",
+        "data.batch_size=4 norm=layer optim.lr=0.001",
+    ]

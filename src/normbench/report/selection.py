@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from normbench.report.runs import Run, configured
+from normbench.report.runs import Run, configured, hashable
 from normbench.report.summary import Group, higher_is_better, norm_order, sortable
 
 
@@ -97,6 +97,20 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
     return chosen_groups, choices
 
 
+def _override(key: str, value: Any) -> str:
+    shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, tuple | list) else value
+    return f"{key}={shown}"
+
+
+def shared_overrides(runs: Sequence[Run]) -> list[str]:
+    """The overrides every first-stage run had alike (a sweep of one value, data.batch_size=4): a second-stage
+    run is a single run, which the sweep's values do not reach, so its cell carries them (seed aside)."""
+    common = [dict(run.overrides) for run in runs]
+    keys = set(common[0]).intersection(*common[1:]) if common else set()
+    keep = sorted(k for k in keys if k not in ("seed", "experiment") and len({hashable(c[k]) for c in common}) == 1)
+    return [_override(k, common[0][k]) for k in keep]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m normbench.report.selection DIR --select optim.lr``: the chosen value of each cell of a first-stage
     sweep, one line of overrides per cell, for a second stage that runs the other seeds at it only."""
@@ -123,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not rep.choices:
                 raise NormbenchError(f"{rep.name}: no finished run reports a metric to choose on")
             for choice in rep.choices:
-                print(" ".join(choice.overrides()))
+                own = choice.overrides()
+                keys = {o.split("=", 1)[0] for o in own}
+                print(" ".join([*(o for o in shared_overrides(rep.runs) if o.split("=", 1)[0] not in keys), *own]))
     except NormbenchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
