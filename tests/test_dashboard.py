@@ -115,6 +115,7 @@ def test_one_workspace_per_entry_filtered_to_its_group_grouped_by_norm_reading_l
     assert [g["name"] for g in workspaces["ddp"]["spec"]["section"]["runSets"][0]["grouping"]] == [
         "choices.value.norm",
         "norm.value.sync",
+        "optim.value.lr",  # the learning-rate grid is swept too (two stages)
     ]
 
 
