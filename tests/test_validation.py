@@ -133,6 +133,7 @@ REFUSED = [
     (["data=parity", "data.min_len=80"], "data.min_len=80 is out of range", "an integer <= data.max_len=64"),
     (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 is out of range", "-1 together with trainer.max_steps >= 1"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9] is out of range", "two numbers in [0, 1)"),
+    (["data=shakespeare_char", "evaluate.pad_to=[128]"], "evaluate.pad_to=[128] is out of range", "an empty list"),
     (
         ["experiment=input_scale", "callbacks=none"],
         "callbacks.grad_norms={'every_n_steps': 1, 'depth': 1} is out of range",

@@ -286,6 +286,8 @@ def check_cross_fields(config: Mapping[str, Any]) -> None:
         raise refuse(
             "data.path", path, "a file (.csv, .tsv, .jsonl, or plain text for language modeling), not a directory"
         )
+    if "seq_len" in data and (_section(config, "evaluate").get("pad_to") or []):  # a language model's windows
+        raise refuse("evaluate.pad_to", config["evaluate"]["pad_to"], "an empty list for a language model (no padding)")
     for name, instrument in _section(config, "callbacks").items():  # options left for an instrument not on
         if isinstance(instrument, Mapping) and "_target_" not in instrument:
             raise refuse(
