@@ -29,6 +29,16 @@ def _drawn(lines: dict) -> tuple[Figure, dict[str, object]]:
     return fig, {bars.get_label(): bars.lines[0] for bars in ax.containers}  # label -> the line of means
 
 
+def _figures_drawn(tmp_path: Path, monkeypatch, experiment: str, metric: str | None, draw) -> tuple[list, list[Figure]]:
+    """``draw``'s files over the runs under ``tmp_path/sweep``, and the matplotlib figures it saved."""
+    runs = load_runs([tmp_path / "sweep"])
+    fi = FigureInput(experiment, runs, sweep_settings(runs), metric, tmp_path / "out")
+    fi.out.mkdir()
+    saved: list[Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
+    return draw(fi), saved
+
+
 def test_identical_series_are_each_drawn_apart_with_their_own_marker_and_named_in_the_legend() -> None:
     fig, drawn = _drawn({norm: (norm, points) for norm, points in GAPS.items()})
     (ax,) = fig.axes
@@ -62,12 +72,9 @@ def test_train_eval_gap_figure_lists_every_norm_and_labels_its_axes_in_words(tmp
                     tmp_path / "sweep" / f"{num}{bs}{seed}", norm=norm, seed=seed, batch_size=bs,
                     metrics={"val/acc": 0.7, "val/train_eval_gap": gap},
                 )  # fmt: skip
-    runs = load_runs([tmp_path / "sweep"])
-    fi = FigureInput("train_eval_gap", runs, sweep_settings(runs), "val/acc", tmp_path / "out")
-    fi.out.mkdir()
-    saved: list[Figure] = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
-    (png,) = figures.train_eval_gap_vs_batch_size(fi)
+    (png,), saved = _figures_drawn(
+        tmp_path, monkeypatch, "train_eval_gap", "val/acc", figures.train_eval_gap_vs_batch_size
+    )
     assert png.name == "train_eval_gap-gap-vs-data.batch_size.png" and png.stat().st_size > 0
     (ax,) = saved[0].axes
     assert ax.get_xlabel() == "batch size"
@@ -102,12 +109,7 @@ def test_a_bar_of_height_zero_is_marked(tmp_path: Path, monkeypatch) -> None:
     for norm, leak in (("batch", 0.3), ("layer", 0.0)):
         for seed in range(2):
             write_job(tmp_path / "sweep" / f"{norm}{seed}", norm=norm, seed=seed, metrics={"probe/causal_leak": leak})
-    runs = load_runs([tmp_path / "sweep"])
-    fi = FigureInput("causal_leak", runs, sweep_settings(runs), None, tmp_path / "out")
-    fi.out.mkdir()
-    saved: list[Figure] = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
-    figures.causal_leak(fi)
+    _, saved = _figures_drawn(tmp_path, monkeypatch, "causal_leak", None, figures.causal_leak)
     (ax,) = saved[0].axes
     assert [(t.get_text(), t.xy) for t in ax.texts] == [("0", (1.0, 0))]  # above layer's bar only
     assert ax.get_ylabel().replace("\n", " ") == "causal leak (largest change of earlier outputs)"
@@ -167,12 +169,9 @@ def test_fluctuation_vs_gap_is_one_point_per_run_with_the_correlation_computed_b
             )  # fmt: skip
     layer = {"val/loss": 0.5, "val/loss_batch_stats": 0.5}
     write_job(tmp_path / "sweep" / "layer", norm="layer", seed=0, metrics=layer)
-    runs = load_runs([tmp_path / "sweep"])
-    fi = FigureInput("batch_stat_fluctuation", runs, sweep_settings(runs), "stats/var_dist", tmp_path / "out")
-    fi.out.mkdir()
-    saved: list[Figure] = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or _save(fig, path))
-    (png,) = figures.fluctuation_vs_gap(fi)
+    (png,), saved = _figures_drawn(
+        tmp_path, monkeypatch, "batch_stat_fluctuation", "stats/var_dist", figures.fluctuation_vs_gap
+    )
     assert png.name == "batch_stat_fluctuation-fluctuation-vs-gap.png" and png.stat().st_size > 0
     (ax,) = saved[0].axes
     drawn = {c.get_label(): c.get_offsets().tolist() for c in ax.collections}

@@ -17,6 +17,7 @@ from normbench.report.confidence import Estimate, mean_ci, minimum_detectable_ef
 from normbench.report.index import main as index_main
 from normbench.report.pipeline import main
 from normbench.report.selection import main as selection_main
+from normbench.report.selection import override
 from normbench.report.summary import decimals_of, fmt_difference, fmt_with_ci
 
 PROTOCOL = {"report": {"select": "optim.lr", "metric": "test/acc", "flat_over": "data.batch_size"}}
@@ -286,3 +287,5 @@ def test_second_stage_cells_carry_the_first_stage_overrides_every_run_shared(tmp
         "data.batch_size=4 norm=batch_masked optim.lr=0.003",
         "data.batch_size=4 norm=layer optim.lr=0.001",
     ]
+    # a list value, stored as a tuple, is written back as Hydra reads it (input_scale's data.channel_scales)
+    assert override("data.channel_scales", (1, 100, 10000)) == "data.channel_scales=[1,100,10000]"

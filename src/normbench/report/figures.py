@@ -369,8 +369,8 @@ def fluctuation_vs_gap(fi: FigureInput) -> list[Path]:
 
     points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for run in fi.ok_runs:
-        values = run.values()
-        if all(isinstance(values.get(k), float | int) for k in (FLUCTUATION_KEY, "val/loss", "val/loss_batch_stats")):
+        values = run.values()  # numbers only
+        if all(k in values for k in (FLUCTUATION_KEY, "val/loss", "val/loss_batch_stats")):
             gap = float(values["val/loss_batch_stats"]) - float(values["val/loss"])
             points[(run.norm, f"{run.model}, {run.key('data')}")].append((float(values[FLUCTUATION_KEY]), gap))
     every = [p for ps in points.values() for p in ps]

@@ -39,7 +39,7 @@ class Choice:
 
     def overrides(self) -> list[str]:
         """The command-line overrides that rerun this cell at its chosen value (the second stage)."""
-        return [f"{k}={v}" for k, v in self.cell] + [f"norm={self.norm}", f"{self.key}={self.value}"]
+        return [override(k, v) for k, v in self.cell] + [f"norm={self.norm}", override(self.key, self.value)]
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -97,7 +97,8 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
     return chosen_groups, choices
 
 
-def _override(key: str, value: Any) -> str:
+def override(key: str, value: Any) -> str:
+    """``key=value`` as Hydra reads it back: a list (stored as a tuple, ``hashable``) written ``[a,b]``."""
     shown = "[" + ",".join(map(str, value)) + "]" if isinstance(value, tuple | list) else value
     return f"{key}={shown}"
 
@@ -108,7 +109,7 @@ def shared_overrides(runs: Sequence[Run]) -> list[str]:
     common = [dict(run.overrides) for run in runs]
     keys = set(common[0]).intersection(*common[1:]) if common else set()
     keep = sorted(k for k in keys if k not in ("seed", "experiment") and len({hashable(c[k]) for c in common}) == 1)
-    return [_override(k, common[0][k]) for k in keep]
+    return [override(k, common[0][k]) for k in keep]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -136,10 +137,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise NormbenchError(f"{rep.name}: the selection key {key} is not swept; swept: {swept}")
             if not rep.choices:
                 raise NormbenchError(f"{rep.name}: no finished run reports a metric to choose on")
+            shared = shared_overrides(rep.runs)
             for choice in rep.choices:
                 own = choice.overrides()
                 keys = {o.split("=", 1)[0] for o in own}
-                print(" ".join([*(o for o in shared_overrides(rep.runs) if o.split("=", 1)[0] not in keys), *own]))
+                print(" ".join([*(o for o in shared if o.split("=", 1)[0] not in keys), *own]))
     except NormbenchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -260,8 +260,8 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def check_cross_fields(config: Mapping[str, Any]) -> None:
     """Rules that tie keys together: heads divide the width, groups divide the channels, split sums,
-    lengths in order, a training budget of at least one step, instrument options without their instrument,
-    optimizer betas."""
+    lengths in order, a training budget of at least one step, no padded evaluation of a language model,
+    instrument options without their instrument, optimizer betas."""
     model, norm, data = (_section(config, name) for name in ("model", "norm", "data"))
     trainer, optim = _section(config, "trainer"), _section(config, "optim")
     if "d_model" in model and "n_heads" in model and model["d_model"] % model["n_heads"]:
