@@ -158,19 +158,19 @@ def test_series_by_contrast_is_a_grid_of_a_row_per_contrast_value_and_one_legend
 def test_fluctuation_vs_gap_is_one_point_per_run_with_the_correlation_computed_by_hand(
     tmp_path: Path, monkeypatch
 ) -> None:
-    # (stats/var_dist, val/loss_batch_stats - val/loss) per run; layer norm has no batch statistics: no point
+    # (stats/scale_shift, val/loss_batch_stats - val/loss) per run; layer norm has no batch statistics: no point
     points = {"transformer": [(0.1, 0.01), (0.2, 0.03)], "lstm": [(0.3, 0.02), (0.4, 0.06)]}
     for model, pairs in points.items():
         for seed, (dist, gap) in enumerate(pairs):
             write_job(
                 tmp_path / "sweep" / f"{model}{seed}", norm="batch_masked", seed=seed, model=model,
                 metrics={"val/acc": 0.7, "val/loss": 0.5, "val/loss_batch_stats": 0.5 + gap},
-                instruments={"stats/var_dist": dist},
+                series={"stats/scale_shift": [[0, dist]]},
             )  # fmt: skip
     layer = {"val/loss": 0.5, "val/loss_batch_stats": 0.5}
     write_job(tmp_path / "sweep" / "layer", norm="layer", seed=0, metrics=layer)
     (png,), saved = _figures_drawn(
-        tmp_path, monkeypatch, "batch_stat_fluctuation", "stats/var_dist", figures.fluctuation_vs_gap
+        tmp_path, monkeypatch, "batch_stat_fluctuation", "stats/scale_shift", figures.fluctuation_vs_gap
     )
     assert png.name == "batch_stat_fluctuation-fluctuation-vs-gap.png" and png.stat().st_size > 0
     (ax,) = saved[0].axes

@@ -102,10 +102,16 @@ def test_hand_written_batch_statistics_equal_torch_batch_norm(name: str, path: s
             assert bool((out[~mask] == 0).all())
         if path == "fluctuation":  # RMS over channels of batch minus running (before this batch's update)
             real = x[rows].double()
-            mean_dist = (real.mean(0) - running_before[0].double()).pow(2).mean().sqrt()
-            var_dist = (real.var(0, unbiased=False) - running_before[1].double()).pow(2).mean().sqrt()
+            mean_b, var_b = real.mean(0), real.var(0, unbiased=False)
+            mean_r, var_r = running_before[0].double(), running_before[1].double()
+            mean_dist = (mean_b - mean_r).pow(2).mean().sqrt()
+            var_dist = (var_b - var_r).pow(2).mean().sqrt()
+            # the output's shift and log scale when normalized by the batch's statistics instead of the running ones
+            mean_shift = ((mean_b - mean_r) / (var_r + ours.eps).sqrt()).pow(2).mean().sqrt()
+            scale_shift = (((var_r + ours.eps) / (var_b + ours.eps)).sqrt().log()).pow(2).mean().sqrt()
             assert meter.calls == 1
-            assert meter.result() == pytest.approx({"mean_dist": float(mean_dist), "var_dist": float(var_dist)})
+            expected = {"mean_dist": mean_dist, "var_dist": var_dist, "mean_shift": mean_shift, "scale_shift": scale_shift}
+            assert meter.result() == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-5)
             meter = FluctuationMeter()
     x, mask = _padded(seed=5)
     rows = mask if name == "batch_masked" else torch.ones_like(mask)

@@ -406,14 +406,17 @@ def test_report_of_a_tiny_catalogue_entry_run_through_hydra_multirun(mr_file: Pa
     assert png.read_bytes()[:8] == PNG_MAGIC and f"]({png.name})" in md
 
 
-def test_a_training_time_instrument_missing_from_the_final_values_is_its_series_last_point(tmp_path: Path) -> None:
-    """A run that evaluated its best checkpoint kept only the series of stats/var_dist (train.py before the fix)."""
+def test_a_sampled_instrument_is_the_mean_of_its_samples_over_the_second_half_of_training(tmp_path: Path) -> None:
+    """The fluctuation's last logged value is one batch's: the run's value is the mean from the middle step on."""
+    series = {"stats/scale_shift": [[1, 9.0], [6, 0.5], [11, 0.2], [16, 0.4]], "stats/l0/scale_shift": [[1, 1.0]]}
     write_job(tmp_path / "a", norm="batch_masked", seed=0, metrics={"val/acc": 0.7},
-              series={"stats/var_dist": [[0, 0.5], [10, 0.25]], "stats/l0/var_dist": [[0, 1.0]]})  # fmt: skip
+              instruments={"stats/scale_shift": 0.4}, series=series)  # fmt: skip
     write_job(tmp_path / "b", norm="batch_masked", seed=1, metrics={"val/acc": 0.7},
-              instruments={"stats/var_dist": 0.125}, series={"stats/var_dist": [[0, 0.5]]})  # fmt: skip
+              series={"grad_norm/max_total": [[0, 3.0], [10, 2.0]]})  # fmt: skip
     from normbench.report.runs import load_runs
 
     values = {run.seed: run.values() for run in load_runs([tmp_path])}
-    assert values[0]["stats/var_dist"] == 0.25 and "stats/l0/var_dist" not in values[0]  # a headline key only
-    assert values[1]["stats/var_dist"] == 0.125  # the recorded value wins
+    # steps 1..16: the middle is 8.5, so the samples at 11 and 16, not the last one (0.4) and not step 1's 9.0
+    assert values[0]["stats/scale_shift"] == pytest.approx((0.2 + 0.4) / 2)
+    assert "stats/l0/scale_shift" not in values[0]  # a headline key only
+    assert values[1]["grad_norm/max_total"] == 2.0  # an instrument that is not sampled: its last value

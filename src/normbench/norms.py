@@ -207,7 +207,7 @@ class _BatchStatNorm(SequenceNorm):
 
     def _record(self, mean: Tensor | None, var: Tensor, running_mean: Tensor | None, running_var: Tensor) -> None:
         if self.fluctuation is not None:
-            self.fluctuation.add(mean, var, running_mean, running_var)
+            self.fluctuation.add(mean, var, running_mean, running_var, self.eps)
 
     def _normalize_rows(self, rows: Tensor) -> Tensor:
         """Batch norm of ``rows[N, C]``: ``nn.BatchNorm1d``'s math with the options above."""
@@ -490,32 +490,37 @@ class BatchRenorm(_BatchStatNorm):
 class FluctuationMeter:
     """Accumulates the distance of batch statistics from running ones (PowerNorm §3), per norm layer.
 
-    Distances are root-mean-square over channels (``||a - b||_2 / sqrt(C)``) so layers of different
-    width compare; the mean distance is absent for norms without centring (PowerNorm).
+    Two pairs, RMS over channels so layers of different width compare:
+    - ``mean_dist``, ``var_dist``: batch minus running mean and variance, in the activations' units, as PowerNorm
+      plots them; they grow with the activations' scale, which differs by model and learning rate.
+    - ``mean_shift``, ``scale_shift``: what the difference does to the layer's output, scale-free. Normalizing
+      with the batch's statistics instead of the running ones shifts each output by
+      ``(mean_b - mean_r) / sqrt(var_r + eps)`` and scales it by ``sqrt((var_r + eps) / (var_b + eps))``;
+      ``scale_shift`` is the log of that factor (0.1: outputs about 10% off).
+    The mean terms are absent for norms without centring (PowerNorm).
     """
 
     def __init__(self) -> None:
-        self.mean_dist = 0.0
-        self.var_dist = 0.0
+        self.sums: dict[str, float] = {}
         self.calls = 0
-        self.has_mean = False
+
+    def _add(self, name: str, per_channel: Tensor) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + float(per_channel.pow(2).mean(-1).sqrt().mean())
 
     @torch.no_grad()
-    def add(self, mean: Tensor | None, var: Tensor, running_mean: Tensor | None, running_var: Tensor) -> None:
-        width = var.shape[-1]
+    def add(
+        self, mean: Tensor | None, var: Tensor, running_mean: Tensor | None, running_var: Tensor, eps: float
+    ) -> None:
+        var, running_var = var.float(), running_var.float()
         if mean is not None and running_mean is not None:
-            self.mean_dist += float((mean.float() - running_mean.float()).pow(2).sum(-1).div(width).sqrt().mean())
-            self.has_mean = True
-        self.var_dist += float((var.float() - running_var.float()).pow(2).sum(-1).div(width).sqrt().mean())
+            self._add("mean_dist", mean.float() - running_mean.float())
+            self._add("mean_shift", (mean.float() - running_mean.float()) * torch.rsqrt(running_var + eps))
+        self._add("var_dist", var - running_var)
+        self._add("scale_shift", 0.5 * torch.log((running_var + eps) / (var + eps)))
         self.calls += 1
 
     def result(self) -> dict[str, float]:
-        if not self.calls:
-            return {}
-        out = {"var_dist": self.var_dist / self.calls}
-        if self.has_mean:
-            out["mean_dist"] = self.mean_dist / self.calls
-        return out
+        return {name: total / self.calls for name, total in self.sums.items()} if self.calls else {}
 
 
 def batch_stat_norms(model: nn.Module) -> list[tuple[str, _BatchStatNorm]]:

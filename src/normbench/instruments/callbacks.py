@@ -124,7 +124,7 @@ class TrainEvalGap(Instrument):
             batch_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
         metrics = {
             "val/acc_batch_stats": batch_mode["acc"],
-            "val/loss_batch_stats": batch_mode["loss"],
+            keys.BATCH_STATS_LOSS_KEY: batch_mode["loss"],
             keys.TRAIN_EVAL_GAP_KEY: batch_mode["acc"] - eval_mode["acc"],
         }
         bits = getattr(pl_module, "bits_name", None)

@@ -14,7 +14,9 @@ from fnmatch import fnmatchcase
 #: own metrics
 TRAIN_EVAL_GAP_KEY = "val/train_eval_gap"
 CAUSAL_LEAK_KEY = "probe/causal_leak"
-FLUCTUATION_KEY = "stats/var_dist"
+#: the validation loss with the batch's statistics: beside ``val/loss``, what using them costs
+BATCH_STATS_LOSS_KEY = "val/loss_batch_stats"
+FLUCTUATION_KEY = "stats/scale_shift"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class Declared:
     config: str
     headline: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
+    #: its headline keys are samples of training batches, logged every few steps: the report's value of a run
+    #: is the mean of the samples over the second half of training (``late_mean``), not the last one (a batch)
+    sampled: bool = False
 
     def declares(self, key: str) -> bool:
         return key in self.headline or any(fnmatchcase(key, pattern) for pattern in self.logs)
@@ -34,14 +39,15 @@ class Declared:
 TRAIN_EVAL_GAP = Declared(
     "train_eval_gap",
     headline=(TRAIN_EVAL_GAP_KEY, "val/bpc_train_eval_gap"),
-    logs=("val/acc_batch_stats", "val/loss_batch_stats", "val/bp[ct]_batch_stats", "val/bpt_train_eval_gap"),
+    logs=("val/acc_batch_stats", BATCH_STATS_LOSS_KEY, "val/bp[ct]_batch_stats", "val/bpt_train_eval_gap"),
 )
 PARTNER_DEPENDENCE = Declared("partner_dependence", headline=("probe/partner_dependence",))
 CAUSAL_LEAK = Declared("causal_leak", headline=(CAUSAL_LEAK_KEY,))
 BATCH_STAT_FLUCTUATION = Declared(
     "batch_stat_fluctuation",
-    headline=("stats/mean_dist", FLUCTUATION_KEY),
-    logs=("stats/*/mean_dist", "stats/*/var_dist"),
+    headline=("stats/mean_shift", FLUCTUATION_KEY, "stats/mean_dist", "stats/var_dist"),
+    logs=("stats/*/mean_shift", "stats/*/scale_shift", "stats/*/mean_dist", "stats/*/var_dist"),
+    sampled=True,
 )
 GRAD_NORMS = Declared("grad_norms", headline=("grad_norm/max_total",), logs=("grad_norm/total", "grad_norm/*"))
 CONVERGENCE = Declared(
@@ -61,6 +67,16 @@ INSTRUMENTS = (
 )
 #: the instruments' keys summarized beside the metrics (per-layer values stay in results.csv)
 HEADLINE = tuple(key for instrument in INSTRUMENTS for key in instrument.headline)
+#: the headline keys whose run value is the late mean of their samples
+SAMPLED = tuple(key for instrument in INSTRUMENTS if instrument.sampled for key in instrument.headline)
+
+
+def late_mean(points: list[tuple[float, float]]) -> float:
+    """The mean of a series' values from the middle of its steps on (its samples of the trained model; the
+    first half is mostly the statistics settling from their initial values)."""
+    middle = (points[0][0] + points[-1][0]) / 2
+    late = [value for step, value in points if step >= middle]
+    return sum(late) / len(late)
 
 
 def declared(key: str) -> bool:

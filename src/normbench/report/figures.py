@@ -23,7 +23,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
-from normbench.instruments.metrics import CAUSAL_LEAK_KEY, FLUCTUATION_KEY, TRAIN_EVAL_GAP_KEY  # noqa: E402
+from normbench.instruments.metrics import (  # noqa: E402
+    BATCH_STATS_LOSS_KEY,
+    CAUSAL_LEAK_KEY,
+    FLUCTUATION_KEY,
+    TRAIN_EVAL_GAP_KEY,
+)
 from normbench.norm_kinds import BUILT_IN  # noqa: E402
 from normbench.report.confidence import mean_ci  # noqa: E402
 from normbench.report.labels import metric_words, setting_words  # noqa: E402
@@ -370,12 +375,12 @@ def fluctuation_vs_gap(fi: FigureInput) -> list[Path]:
     points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for run in fi.ok_runs:
         values = run.values()  # numbers only
-        if all(k in values for k in (FLUCTUATION_KEY, "val/loss", "val/loss_batch_stats")):
-            gap = float(values["val/loss_batch_stats"]) - float(values["val/loss"])
+        if all(k in values for k in (FLUCTUATION_KEY, "val/loss", BATCH_STATS_LOSS_KEY)):
+            gap = float(values[BATCH_STATS_LOSS_KEY]) - float(values["val/loss"])
             points[(run.norm, f"{run.model}, {run.key('data')}")].append((float(values[FLUCTUATION_KEY]), gap))
     every = [p for ps in points.values() for p in ps]
     if len(every) < 3:
-        raise SkipFigure(f"fewer than 3 finished runs report {FLUCTUATION_KEY} and val/loss_batch_stats")
+        raise SkipFigure(f"fewer than 3 finished runs report {FLUCTUATION_KEY} and {BATCH_STATS_LOSS_KEY}")
     kinds = sorted({kind for _, kind in points})
     fig = Figure(figsize=(5.6, 4.0), layout="constrained")
     ax = fig.subplots()
@@ -385,6 +390,8 @@ def fluctuation_vs_gap(fi: FigureInput) -> list[Path]:
         ax.scatter(xs, ys, color=norm_color(norm), marker=marker, label=f"{norm} ({kind})", alpha=0.8)
     ax.axhline(0, color="grey", linewidth=0.8)
     xs, ys = zip(*every, strict=True)
+    if min(xs) > 0 and max(xs) / min(xs) > 20:  # models and tasks fluctuate on different orders of magnitude
+        ax.set_xscale("log")
     title = f"{fi.experiment}: fluctuation vs train/eval gap"
     if len(set(xs)) > 1 and len(set(ys)) > 1:
         result = pearsonr(xs, ys)

@@ -26,6 +26,8 @@ METRICS = {
     "partner_dependence": "batch-partner dependence (logit std)",
     "mean_dist": "batch mean's distance from running",
     "var_dist": "batch variance's distance from running",
+    "mean_shift": "output shift by the batch mean (running std)",
+    "scale_shift": "log output scale by the batch variance",
     "train_step_s": "time of a training step (s)",
     "wall_time_s": "wall time of the job (s)",
 }

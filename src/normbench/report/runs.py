@@ -21,7 +21,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from normbench.errors import NormbenchError
-from normbench.instruments.metrics import HEADLINE
+from normbench.instruments.metrics import HEADLINE, SAMPLED, late_mean
 from normbench.results import RESULTS_FILE
 
 #: config parts that say where and how a run is recorded, not what it computes: never a reason to refuse
@@ -95,9 +95,11 @@ class Run:
         out: dict[str, float] = {}
         for part in ("metrics", "instruments"):
             out.update(flatten(self.record.get(part) or {}, sep="/"))
-        for name, points in self.series().items():  # a training-time instrument's last value (runs that
-            if name in HEADLINE and name not in out and points:  # evaluated a best checkpoint kept only its series)
-                out[name] = points[-1][1]
+        for name, points in self.series().items():
+            if name in SAMPLED and points:  # samples of training batches: their late mean, not the last batch
+                out[name] = late_mean(points)
+            elif name in HEADLINE and name not in out and points:  # a training-time instrument's last value (runs
+                out[name] = points[-1][1]  # that evaluated a best checkpoint kept only its series)
         for name in ("wall_time_s", "train_step_s", "global_step", "num_params"):
             if name in self.record:
                 out[name] = self.record[name]

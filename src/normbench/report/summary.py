@@ -55,6 +55,8 @@ UNITS = {
     "partner_dependence": "(logit std across batch mates)",
     "var_dist": "(RMS distance of the variances)",
     "mean_dist": "(RMS distance of the means)",
+    "scale_shift": "(log of the output's scale factor)",
+    "mean_shift": "(output shift, running standard deviations)",
     "steps_to_target": "steps",
 }
 
@@ -311,7 +313,9 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
     by_contrast: dict[tuple, list[Group]] = defaultdict(list)
     for group in measured:
         if contrast in dict(group.settings):
-            by_contrast[(group.norm, tuple(kv for kv in group.settings if kv[0] != contrast))].append(group)
+            # a contrast of config groups (model) leaves out their own options too (model.causal: set for one)
+            rest = tuple(kv for kv in group.settings if kv[0] != contrast and not kv[0].startswith(f"{contrast}."))
+            by_contrast[(group.norm, rest)].append(group)
     by_setting: dict[tuple, list[Group]] = defaultdict(list)
     for group in measured:
         by_setting[group.settings].append(group)
