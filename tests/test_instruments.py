@@ -178,7 +178,8 @@ def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path
     assert fluctuation[-1][1] == pytest.approx(float(logged["stats/mean_dist"]))
     assert [step for step, _ in gap] == [steps_per_epoch, 2 * steps_per_epoch]  # one point per validation
     norm_layers = [name for name, _ in batch_stat_norms(trainer.lightning_module)]
-    for kind in ("mean_dist", "var_dist", "mean_shift", "scale_shift"):  # the layer average of the per-layer distances, logged together
+    # the layer average of the per-layer distances, logged together
+    for kind in ("mean_dist", "var_dist", "mean_shift", "scale_shift"):
         layers = [float(logged[f"stats/{name}/{kind}"]) for name in norm_layers]
         assert len(layers) >= 3 and all(value > 0 for value in layers)
         assert float(logged[f"stats/{kind}"]) == pytest.approx(sum(layers) / len(layers), rel=1e-6)

@@ -110,7 +110,7 @@ def test_hand_written_batch_statistics_equal_torch_batch_norm(name: str, path: s
             mean_shift = ((mean_b - mean_r) / (var_r + ours.eps).sqrt()).pow(2).mean().sqrt()
             scale_shift = (((var_r + ours.eps) / (var_b + ours.eps)).sqrt().log()).pow(2).mean().sqrt()
             assert meter.calls == 1
-            expected = {"mean_dist": mean_dist, "var_dist": var_dist, "mean_shift": mean_shift, "scale_shift": scale_shift}
+            expected = dict(mean_dist=mean_dist, var_dist=var_dist, mean_shift=mean_shift, scale_shift=scale_shift)
             assert meter.result() == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-5)
             meter = FluctuationMeter()
     x, mask = _padded(seed=5)
