@@ -48,10 +48,13 @@ def test_the_sweep_dir_is_stated_once_from_the_experiment_name():
 def test_entry_sweeps_norms_side_by_side_over_seeds_and_builds_its_model(name: str):
     cfg = _compose(f"experiment={name}")
     assert cfg.experiment_name == name and name in cfg.hydra.sweep.dir
-    params = _sweep(cfg)
-    assert len(params["seed"]) >= 3
+    params, whole = _sweep(cfg), _sweep(_compose(f"experiment={name}", "scale=gpu"))
+    assert len(params["seed"]) >= 3 and len(whole["seed"]) >= 3
     norms = set(params.get("norm", [cfg.hydra.runtime.choices.norm]))
-    assert norms & PER_TOKEN and norms & BATCH, norms  # the gap is always measured side by side
+    entry_norms = set(whole.get("norm", [cfg.hydra.runtime.choices.norm]))
+    # the whole entry measures the gap side by side; its CPU cut may keep the batch-statistic norm alone where
+    # conf/entry_size/ says why the control adds nothing there (ddp, batch_stat_fluctuation)
+    assert entry_norms & PER_TOKEN and entry_norms & BATCH and norms & BATCH, (entry_norms, norms)
     for norm in norms:
         job = _compose(f"experiment={name}", f"norm={norm}")
         model = OmegaConf.to_container(job.model, resolve=True)
@@ -77,7 +80,7 @@ def test_entry_size_cuts_an_entry_at_cpu_scale_only():
     assert cpu.hydra.sweeper.params.norm == "batch_masked,layer" and "rms" in gpu.hydra.sweeper.params.norm
     assert cpu.early_stopping.patience == gpu.early_stopping.patience == 2  # the protocol binds both scales
     ddp = _sweep(_compose("experiment=ddp"))
-    assert ddp["norm"] == ["batch_masked", "layer"] and ddp["norm.sync"] == ["false", "true"]
+    assert ddp["norm"] == ["batch_masked"] and ddp["norm.sync"] == ["false", "true"]
     assert _compose().trainer.limit_train_batches == 1.0 and _compose("scale=cpu").trainer.limit_train_batches == 1.0
 
 
@@ -95,8 +98,9 @@ def test_scale_sets_the_model_size_of_every_entry_and_the_command_line_still_win
     assert cpu.trainer.accelerator == "cpu" and gpu.trainer.accelerator == "gpu" and gpu.trainer.max_epochs > 1
     cpu_sweep, gpu_sweep = _sweep(cpu), _sweep(gpu)
     assert cpu_sweep.keys() == gpu_sweep.keys()
-    for key, values in cpu_sweep.items():  # the CPU scale may cut a sweep (conf/entry_size/), never add to it
-        assert set(values) <= set(gpu_sweep[key]), key
+    for key, values in cpu_sweep.items():  # the CPU scale may cut a sweep (conf/entry_size/), never add to it,
+        if key != "seed":  # but seeds: its small models are noisier, so it may need more of them for the same power
+            assert set(values) <= set(gpu_sweep[key]), key
     if cpu.data.max_len is not None:  # classification snippets; a language model's windows are data.seq_len
         assert cpu.data.max_len <= gpu.data.max_len
     else:

@@ -60,6 +60,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             name: _run(_build(name, sync=True).train(), list(range(rank, len(LENGTHS), WORLD))) for name in NORMS
         }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # every rank done before the store goes: a rank still in a collective aborts (SIGABRT)
     finally:
         dist.destroy_process_group()
 

@@ -66,6 +66,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         rows = list(range(rank, len(LENGTHS), WORLD))
         torch.save({name: _run(name, True, rows) for name in MODELS}, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # every rank done before the store goes: a rank still in a collective aborts (SIGABRT)
     finally:
         dist.destroy_process_group()
 

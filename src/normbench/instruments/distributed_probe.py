@@ -67,6 +67,7 @@ def _worker(rank: int, norm_cfgs: list[dict[str, Any]], world: int, init_file: s
     try:
         records = [_run(_build(cfg, sync=True), _rows(rank, world)) for cfg in norm_cfgs]
         torch.save(records, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # every rank done before the store goes: a rank still in a collective aborts (SIGABRT)
     finally:
         dist.destroy_process_group()
 
