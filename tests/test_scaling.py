@@ -72,6 +72,26 @@ def test_trainer_gpu_on_a_machine_without_gpu_exits_2_with_one_line(tmp_path: Pa
     assert line.endswith("use trainer=cpu") and "Traceback" not in proc.stderr
 
 
+def test_mixed_precision_trains_with_gradient_clipping_and_no_fused_optimizer() -> None:
+    """scale=gpu's bf16-mixed with the default gradient clipping: Lightning refuses to clip a fused AdamW under
+    mixed precision, so the optimizer is fused only in full precision (every scale=gpu run failed on it)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.randint(1, 50, (16, 6)), torch.ones(16, 6, dtype=torch.bool), torch.randint(0, 2, (16,)))
+    batches = DataLoader(data, batch_size=8)
+    for precision, fused in (("bf16-mixed", False), ("32-true", True)):
+        module = _tiny_classifier("layer")
+        trainer = L.Trainer(
+            accelerator="cpu", precision=precision, gradient_clip_val=1.0, max_steps=2, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        before = module.encoder.embed.weight.detach().clone()
+        trainer.fit(module, train_dataloaders=batches)
+        assert trainer.global_step == 2 and not torch.equal(before, module.encoder.embed.weight)
+        assert trainer.optimizers[0].defaults["fused"] is fused
+
+
 # --- the DDP data split -----------------------------------------------------------------------------
 
 
