@@ -251,7 +251,9 @@ def test_multirun_of_ddp_jobs_runs_each_jobs_processes_in_its_own_dir(mr_file: P
 @pytest.mark.slow
 def test_joblib_launcher_runs_a_sweep_in_parallel_processes(mr_file: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
+    # with loader workers (scale=gpu has 2): loky's own start method cannot pickle a loader
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "norm=layer,rms", *TINY, "logger=none"]
+    args.append("data.num_workers=1")
     proc = train([*args, "trainer.max_epochs=1", f"data.path={mr_file}", f"hydra.sweep.dir={sweep}"], tmp_path)
     records = [json.loads((job / "results.json").read_text()) for job in _job_dirs(sweep)]
     assert sorted(r["norm"] for r in records) == ["layer", "rms"]

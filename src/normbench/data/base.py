@@ -8,6 +8,7 @@ order is a function of ``(shuffle_seed, epoch)`` alone, with or without length b
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
 from functools import partial
@@ -29,6 +30,15 @@ TASKS = ("classification", "lm")
 #: one example: token ids and the target (a label, or the next token at every position)
 Item = tuple[Tensor, Any]
 Splits = dict[str, Sequence[Item]]
+
+
+def worker_start_method(num_workers: int) -> str | None:
+    """The loader workers' start method: the platform's own (None), except inside a worker of joblib's loky
+    launcher (hydra/launcher=joblib), whose default 'loky' pickles the whole loader, which fails; there the
+    platform's first method (fork on Linux, spawn on macOS)."""
+    if num_workers == 0 or multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver"):
+        return None
+    return multiprocessing.get_all_start_methods()[0]
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -149,6 +159,7 @@ class SequenceDataModule(L.LightningDataModule):
             data if data is not None else self._require()[split],  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=worker_start_method(self.num_workers),
             # a private generator: creating an iterator never draws from the global RNG (dropout's)
             generator=torch.Generator().manual_seed(self.shuffle_seed),
             **({"batch_size": self.batch_size, "collate_fn": self.collate_fn} | sampling),
