@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.transforms import Transform, offset_copy  # noqa: E402
 
 from normbench.instruments.metrics import (  # noqa: E402
@@ -392,6 +393,9 @@ def fluctuation_vs_gap(fi: FigureInput) -> list[Path]:
     xs, ys = zip(*every, strict=True)
     if min(xs) > 0 and max(xs) / min(xs) > 20:  # models and tasks fluctuate on different orders of magnitude
         ax.set_xscale("log")
+        # plain numbers at 1, 2 and 5 of each decade: the default labels every minor tick, and they overlap
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     title = f"{fi.experiment}: fluctuation vs train/eval gap"
     if len(set(xs)) > 1 and len(set(ys)) > 1:
         result = pearsonr(xs, ys)
