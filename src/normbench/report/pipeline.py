@@ -28,7 +28,7 @@ from normbench.report.runs import (
     load_runs,
     sweep_settings,
 )
-from normbench.report.selection import Choice, select, selection_metric
+from normbench.report.selection import Choice, select, selection_metric, test_twin
 from normbench.report.summary import (
     Comparison,
     Flatness,
@@ -129,6 +129,8 @@ def analyse(
                 raise ReportError(f"--select {key} is not swept in {name}; swept: {', '.join(swept) or 'nothing'}")
             key = None
         on = selection_metric(members, chosen, select_on) if key else None
+        if on is not None and on == chosen and not metric:  # chosen on the headline, it would flatter the choice
+            chosen = test_twin(members, on) or chosen
         choices: list[Choice] = []
         if key and on:
             groups, choices = select(groups, key, on)

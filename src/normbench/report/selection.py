@@ -67,6 +67,14 @@ def selection_metric(runs: Sequence[Run], headline: str | None, requested: str |
     return None
 
 
+def test_twin(runs: Sequence[Run], metric: str) -> str | None:
+    """The test metric of a validation one (``val/acc`` -> ``test/acc``), where the runs report it: the headline of
+    an entry that chooses on ``metric``, so that no number is both the choice's criterion and its result."""
+    twin = "test/" + metric.removeprefix("val/")
+    present = metric.startswith("val/") and any(twin in run.values() for run in runs if run.ok)
+    return twin if present else None
+
+
 def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group], list[Choice]]:
     """The chosen group of every cell (its settings without ``key``, ``chosen`` naming the value) and the
     choices. A grid value with no finished run of the selection metric cannot be chosen."""
