@@ -92,6 +92,25 @@ def test_mixed_precision_trains_with_gradient_clipping_and_no_fused_optimizer() 
         assert trainer.optimizers[0].defaults["fused"] is fused
 
 
+def test_the_process_group_is_destroyed_at_exit_while_the_interpreter_is_whole(tmp_path: Path) -> None:
+    """A gloo group left to the interpreter's finalization can abort the process (SIGABRT): every process of a
+    job destroys its group from an atexit hook, registered once (the module's setup calls it)."""
+    import subprocess
+
+    script = f"""
+import atexit
+import torch.distributed as dist
+from normbench.distributed import destroy_process_group_at_exit
+dist.init_process_group("gloo", init_method="file://{tmp_path / "store"}", rank=0, world_size=1)
+atexit.register(lambda: print("initialized at exit:", dist.is_initialized()))  # runs after the hook (LIFO)
+destroy_process_group_at_exit()
+destroy_process_group_at_exit()
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "initialized at exit: False" in proc.stdout, proc.stderr[-2000:]
+
+
 # --- the DDP data split -----------------------------------------------------------------------------
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+
 import torch.distributed as dist
 from torch import Tensor
 
@@ -26,3 +29,16 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_reduce
 
     return all_reduce(tensor)
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy this process's group when the interpreter exits, while Python is still whole. A gloo group left to
+    the interpreter's finalization can abort the process ('terminate called without an active exception',
+    SIGABRT; pytorch/pytorch#179291): ddp_spawn workers died so after their work was done, failing the job."""
+    if dist.is_available() and dist.is_initialized():
+        _register_exit_hook()
+
+
+@functools.cache
+def _register_exit_hook() -> None:
+    atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())

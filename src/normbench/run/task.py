@@ -19,6 +19,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.data.collate import IGNORE_INDEX
+from normbench.distributed import destroy_process_group_at_exit
 from normbench.errors import ConfigError
 from normbench.norms import batch_stat_norms, set_training_step
 from normbench.run.ddp import pad_to_common_length
@@ -68,6 +69,9 @@ class SequenceTask(L.LightningModule):
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
         raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # in every process of a DDP job, once its group exists
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record what was trained (model, norm, data and their configs) so a resume can refuse a mismatch."""
