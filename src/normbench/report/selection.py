@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from normbench.report.runs import Run, configured, hashable
-from normbench.report.summary import Group, higher_is_better, norm_order, sortable
+from normbench.report.summary import Group, higher_is_better, norm_order, reported_metrics, sortable
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Choice:
 def selection_metric(runs: Sequence[Run], headline: str | None, requested: str | None = None) -> str | None:
     """``--select-on``, else the config's ``report.select_on``, else the headline's validation twin
     (``test/acc`` -> ``val/acc``), else the headline itself."""
-    present = {k for run in runs if run.ok for k in run.values()}
+    present = reported_metrics(runs)
     twin = "val/" + headline.removeprefix("test/") if headline and headline.startswith("test/") else None
     for candidate in [requested, configured(runs, "report.select_on"), twin, headline]:
         if candidate and candidate in present:
@@ -71,8 +71,7 @@ def test_twin(runs: Sequence[Run], metric: str) -> str | None:
     """The test metric of a validation one (``val/acc`` -> ``test/acc``), where the runs report it: the headline of
     an entry that chooses on ``metric``, so that no number is both the choice's criterion and its result."""
     twin = "test/" + metric.removeprefix("val/")
-    present = metric.startswith("val/") and any(twin in run.values() for run in runs if run.ok)
-    return twin if present else None
+    return twin if metric.startswith("val/") and twin in reported_metrics(runs) else None
 
 
 def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group], list[Choice]]:

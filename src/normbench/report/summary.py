@@ -190,9 +190,14 @@ def _at_order(metric: str) -> tuple:
         return (name, 1, 0.0, value)
 
 
+def reported_metrics(runs: Sequence[Run]) -> set[str]:
+    """Every metric some finished run reports."""
+    return {k for run in runs if run.ok for k in run.values()}
+
+
 def primary_metric(runs: Sequence[Run], requested: str | None = None) -> str | None:
     """``--metric``, else the experiment config's ``report.metric``, else the first of `PRIMARY_METRICS` present."""
-    present = {k for run in runs if run.ok for k in run.values()}
+    present = reported_metrics(runs)
     configured = {run.config.get("report.metric") for run in runs} - {None}
     for candidate in [requested, *sorted(configured), *PRIMARY_METRICS]:
         if candidate and candidate in present:
