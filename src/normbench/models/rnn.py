@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from normbench.errors import BatchStatisticsError, ConfigError
 from normbench.models.inputs import FeatureProjection, check_inputs
 from normbench.norm_factory import NormFactory, recurrent
-from normbench.norms import SequenceNorm
+from normbench.norms import NoNorm, SequenceNorm
 
 
 class _NormRecurrentLayer(nn.Module):
@@ -37,19 +37,43 @@ class _NormRecurrentLayer(nn.Module):
         for weight in (self.input_proj.weight, self.hidden_proj.weight):
             nn.init.uniform_(weight, -bound, bound)
 
-    def _project_inputs(self, x: Tensor, mask: Tensor) -> tuple[tuple[Tensor, ...], bool]:
-        """All steps' input projections, one tensor per step; normalized here too when the norm is per token.
+    def _project_inputs(self, x: Tensor, mask: Tensor, bias: Tensor) -> tuple[tuple[Tensor, ...], bool]:
+        """All steps' input projections, one tensor per step; normalized here too when the norm is per token,
+        and then with ``bias`` already added (one op for all steps instead of one per step).
 
         ``unbind`` rather than ``projected[:, t]`` in the loop: the backward of each slice would fill a
         zero tensor of the whole ``[B, T, G]`` size, quadratic in the length (most of an LSTM step's time).
         """
         projected = self.input_proj(x)
         if self.norm_input.per_token:
-            return self.norm_input(projected, mask).unbind(1), True
+            return (self.norm_input(projected, mask) + bias).unbind(1), True
         return projected.unbind(1), False
 
-    def _input_gates(self, steps: tuple[Tensor, ...], already_normed: bool, t: int, step_mask: Tensor) -> Tensor:
-        return steps[t] if already_normed else self.norm_input(steps[t], step_mask, step=t)
+    def _input_gates(
+        self, steps: tuple[Tensor, ...], already_normed: bool, t: int, step_mask: Tensor | None, bias: Tensor
+    ) -> Tensor:
+        return steps[t] if already_normed else self.norm_input(steps[t], step_mask, step=t) + bias
+
+    def _recurrent_gates(self, from_input: Tensor, h: Tensor, step_mask: Tensor | None, t: int) -> Tensor:
+        """``from_input + N_h(W_h h)``: one fused multiply-add when there is no hidden-side norm."""
+        if isinstance(self.norm_hidden, NoNorm):
+            return torch.addmm(from_input, h, self.hidden_proj.weight.t())
+        return from_input + self.norm_hidden(self.hidden_proj(h), step_mask, step=t)
+
+
+def step_masks(mask: Tensor) -> list[Tensor | None]:
+    """Each time step's mask ``[B]``, or ``None`` where every sequence is real at that step.
+
+    Norms take ``None`` as "no padding", so full steps skip the gather/scatter of the batch-statistic norms and
+    the cells skip carrying the state over padding; one host sync per forward decides it for all steps.
+    """
+    full = mask.all(0).tolist()
+    return [None if full[t] else mask[:, t] for t in range(mask.shape[1])]
+
+
+def carry(step_mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+    """The new state where the sequence is real at this step, the old one over its padding."""
+    return new if step_mask is None else torch.where(step_mask[:, None], new, old)
 
 
 class NormLSTMLayer(_NormRecurrentLayer):
@@ -65,24 +89,18 @@ class NormLSTMLayer(_NormRecurrentLayer):
             self.bias[hidden_size : 2 * hidden_size].fill_(1.0)  # forget gate open at the start
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        projected, normed = self._project_inputs(x, mask)
+        batch = x.shape[0]
+        projected, normed = self._project_inputs(x, mask, self.bias)
         h = x.new_zeros(batch, self.hidden_size)
         c = x.new_zeros(batch, self.hidden_size)
         outputs = []
-        for t in range(length):
-            step_mask = mask[:, t]
-            gates = (
-                self._input_gates(projected, normed, t, step_mask)
-                + self.norm_hidden(self.hidden_proj(h), step_mask, step=t)
-                + self.bias
-            )
+        for t, step_mask in enumerate(step_masks(mask)):
+            from_input = self._input_gates(projected, normed, t, step_mask, self.bias)
+            gates = self._recurrent_gates(from_input, h, step_mask, t)
             i, f, g, o = gates.chunk(4, dim=-1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask, step=t))
-            keep = step_mask[:, None]
-            c = torch.where(keep, c_new, c)
-            h = torch.where(keep, h_new, h)
+            c, h = carry(step_mask, c_new, c), carry(step_mask, h_new, h)
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 
@@ -98,20 +116,19 @@ class NormGRULayer(_NormRecurrentLayer):
         self.hidden_bias = nn.Parameter(torch.zeros(3 * hidden_size))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        projected, normed = self._project_inputs(x, mask)
+        batch = x.shape[0]
+        projected, normed = self._project_inputs(x, mask, self.input_bias)
         h = x.new_zeros(batch, self.hidden_size)
         outputs = []
-        for t in range(length):
-            step_mask = mask[:, t]
-            from_input = self._input_gates(projected, normed, t, step_mask) + self.input_bias
-            from_hidden = self.norm_hidden(self.hidden_proj(h), step_mask, step=t) + self.hidden_bias
+        for t, step_mask in enumerate(step_masks(mask)):
+            from_input = self._input_gates(projected, normed, t, step_mask, self.input_bias)
+            from_hidden = self._recurrent_gates(self.hidden_bias, h, step_mask, t)
             r_x, z_x, n_x = from_input.chunk(3, dim=-1)
             r_h, z_h, n_h = from_hidden.chunk(3, dim=-1)
             r = torch.sigmoid(r_x + r_h)
             z = torch.sigmoid(z_x + z_h)
             n = torch.tanh(n_x + r * n_h)
-            h = torch.where(step_mask[:, None], (1 - z) * n + z * h, h)
+            h = carry(step_mask, (1 - z) * n + z * h, h)
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 
