@@ -124,3 +124,19 @@ def test_hydra_full_error_shows_the_stack_trace(mr_file: Path, tmp_path: Path) -
     assert proc.returncode != 0
     assert error_lines(proc.stderr) == ["error: data.max_len=0 is out of range; accepted: an integer >= 1 or null"]
     assert "Traceback (most recent call last)" in proc.stderr and "normbench.errors.ConfigError" in proc.stderr
+
+
+def test_a_trainer_argument_lightning_refuses_only_in_fit_is_one_error_line(mr_file: Path, tmp_path: Path) -> None:
+    """Lightning checks val_check_interval against the epoch inside fit, with a plain ValueError."""
+    run_dir = tmp_path / "run"
+    proc = train(
+        [*SMALL, f"data.path={mr_file}", f"hydra.run.dir={run_dir}", "trainer.val_check_interval=100000"],
+        tmp_path,
+        check=False,
+    )
+
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    reason = "Lightning refused the config: ValueError: `val_check_interval` (100000) must be less than"
+    assert [line[: len(reason) + 7] for line in error_lines(proc.stderr)] == [f"error: {reason}"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and results["error"].startswith(f"ConfigError: {reason}")

@@ -344,3 +344,16 @@ def test_a_constructor_refusing_its_config_is_one_line_keeping_the_reason(capsys
         "Lightning refused the config: MisconfigurationException: `val_check_interval` (9) must be less than or "
         "equal to 4. See"
     )
+    # a ValueError raised in Lightning's own code is a refusal; the same error raised elsewhere is a bug
+    raiser = "def check():\n    raise ValueError('`val_check_interval` (9) must be less than or equal to 4.')\n"
+    shown = {}
+    for where in ("/env/site-packages/lightning/pytorch/loops/fit_loop.py", "/src/normbench/x.py"):
+        namespace: dict = {}
+        exec(compile(raiser, where, "exec"), namespace)
+        with pytest.raises(ValueError) as caught:
+            namespace["check"]()
+        shown[where] = user_error(caught.value)
+    assert str(shown["/env/site-packages/lightning/pytorch/loops/fit_loop.py"]) == (
+        "Lightning refused the config: ValueError: `val_check_interval` (9) must be less than or equal to 4."
+    )
+    assert shown["/src/normbench/x.py"] is None

@@ -47,21 +47,39 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(lines)}"
 
 
-def _is_lightning_misconfiguration(err: BaseException) -> bool:
-    return any(cls.__name__ == "MisconfigurationException" for cls in type(err).__mro__)
+#: where Lightning's own code lives: a ValueError raised there is Lightning checking an argument it was given
+_LIGHTNING_PACKAGE = f"{os.sep}lightning{os.sep}"
+
+
+def _raised_in_lightning(err: BaseException) -> bool:
+    """Whether ``err`` is a refusal of Lightning's: a ``MisconfigurationException``, or a ``ValueError`` raised
+    by Lightning's own code (it checks Trainer arguments against the data only in ``fit``, e.g.
+    ``val_check_interval`` longer than the epoch)."""
+    if any(cls.__name__ == "MisconfigurationException" for cls in type(err).__mro__):
+        return True
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return isinstance(err, ValueError) and frame is not None and _LIGHTNING_PACKAGE in frame.tb_frame.f_code.co_filename
+
+
+def _causes(err: BaseException | None) -> list[BaseException]:
+    chain = []
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__
+    return chain
 
 
 def user_error(err: BaseException | None) -> NormbenchError | None:
     """The `NormbenchError` behind ``err``, if any: Hydra's ``instantiate`` wraps errors raised in
     constructors (``data.batch_size=0``) in its own exception, with the user's error as the cause.
-    Lightning's ``MisconfigurationException`` (a Trainer argument it refuses) is a user error too."""
-    chain = []
-    while err is not None:
-        if isinstance(err, NormbenchError):
-            return err
-        chain.append(err)
-        err = err.__cause__
-    refused = next((e for e in chain if _is_lightning_misconfiguration(e)), None)
+    Lightning refusing a Trainer argument (``_raised_in_lightning``) is a user error too."""
+    chain = _causes(err)
+    ours = next((e for e in chain if isinstance(e, NormbenchError)), None)
+    if ours is not None:
+        return ours
+    refused = next((e for e in chain if _raised_in_lightning(e)), None)
     return ConfigError(f"Lightning refused the config: {one_line(refused)}") if refused else None
 
 
@@ -72,7 +90,7 @@ def instantiating(section: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        if user_error(err) is not None or type(err).__name__ != "InstantiationException":
+        if any(isinstance(e, NormbenchError) for e in _causes(err)) or type(err).__name__ != "InstantiationException":
             raise
         reason = one_line(err.__cause__) if err.__cause__ is not None else one_line(err)
         target = str(err).splitlines()[0].removeprefix("Error in call to target ").rstrip(":")
