@@ -1,13 +1,15 @@
-"""Benchmarks with side-by-side ratios: Lightning overhead, norm cost, training throughput, data pipeline, sweep cost,
-and (``--sections scaleout``) the step cost of DDP, synced statistics and compile.
+"""Benchmarks with side-by-side ratios: Lightning overhead, norm cost, recurrent cells, training throughput, MFU,
+data pipeline, sweep cost, and (``--sections scaleout``) the step cost of DDP, synced statistics and compile.
 
-    python scripts/bench.py [--quick] [--out outputs/bench] [--sections lightning,norms,throughput,data,sweep]
+    python scripts/bench.py [--quick] [--out outputs/bench] [--sections lightning,norms,recurrent,throughput,...]
                             [--device auto|cpu|cuda] [--threads 1] [--set key=value ...] [--sweep "overrides"]
+                            [--large 64,512,1024] [--large-dtype float32|bfloat16] [--smoke]
 
 Prints one Markdown table per measurement (``--format rich`` for rich tables) and writes them as CSV files and
 ``bench.json`` into ``--out``. Compared variants run in one process, interleaved round by round, so load from
 other processes on the machine falls on both; medians over rounds, ratios as the median of per-round ratios.
-On a CUDA machine the same command adds the GPU figures (bytes/s against memory bandwidth, MFU).
+On a CUDA machine the same command adds the GPU figures (bytes/s against memory bandwidth, MFU); ``--smoke`` makes
+them on any device at tiny sizes, so a CPU checks that every column is produced (scripts/gpu_check.sh --dry).
 """
 
 from __future__ import annotations
@@ -31,22 +33,28 @@ from normbench.bench.gpu import memory_bandwidth
 from normbench.bench.lightning_overhead import lightning_overhead
 from normbench.bench.mfu import measure_mfu
 from normbench.bench.norm_cost import add_bandwidth_share, norm_cost
+from normbench.bench.recurrent import recurrent_cost
 from normbench.bench.scaleout import step_cost
 from normbench.bench.setup import compose_config, data_overrides, device_name, fixed_batches, pick_device
 from normbench.bench.sweep_cost import default_sweep, sweep_cost
 from normbench.bench.tables import Table, print_tables, targets_table, write_outputs
 from normbench.bench.throughput import throughput
 from normbench.bench.timing import clock_name, use_clock
-from normbench.errors import NormbenchError
+from normbench.errors import ConfigError, NormbenchError
+from normbench.models.rnn import CELLS
 from normbench.norms import NORMS
 from normbench.results import git_commit, library_versions
 from normbench.run.train import DEFAULT_CONFIG_DIR, build_datamodule
 
-SECTIONS = ("lightning", "norms", "throughput", "data", "sweep", "scaleout")
+SECTIONS = ("lightning", "norms", "recurrent", "throughput", "mfu", "data", "sweep", "scaleout")
 #: scaleout starts one job per variant (4-5 per model, DDP processes among them): asked for by name only
-DEFAULT_SECTIONS = SECTIONS[:-1]
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "scaleout")
 #: GPU size for the bandwidth figure: [B, T, C] with the default data's padding pattern stretched to T
 LARGE = (64, 512, 1024)
+#: --smoke: the GPU-only cases at sizes a CPU runs in seconds (they check the code and the columns, not speed)
+SMOKE_LARGE = (8, 64, 128)
+SMOKE_MFU = {"d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "vocab_size": 128}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (not the sweep)")
     parser.add_argument("--sweep", default=None, help="overrides of the timed `train.py -m` sweep (see README)")
     parser.add_argument("--format", choices=("markdown", "rich"), default="markdown")
+    parser.add_argument("--large", default="", help="B,T,C of the norm-cost bandwidth case (default: 64,512,1024)")
+    parser.add_argument("--large-dtype", choices=tuple(DTYPES), default="float32", help="dtype of that case")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the GPU-only figures (bandwidth, MFU) on any device, at tiny sizes"
+    )
     return parser.parse_args(argv)
+
+
+def large_shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    """``--large`` as ``(B, T, C)``; without it :data:`LARGE` (:data:`SMOKE_LARGE` with ``--smoke``)."""
+    if not args.large:
+        return SMOKE_LARGE if args.smoke else LARGE
+    parts = args.large.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--large={args.large!r} is malformed; accepted: three positive integers B,T,C")
+    batch, length, channels = (int(p) for p in parts)
+    return batch, length, channels
+
+
+def stretched_lengths(lengths: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """The default data's padding pattern at another size: lengths scaled so the longest is ``length``, the
+    batch's sequences repeated (or cut) to ``batch`` of them."""
+    stretched = (lengths.float() * length / lengths.max()).round().clamp(min=1).long()
+    return stretched.repeat(batch // len(stretched) + 1)[:batch]
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -157,6 +188,7 @@ def run(args: argparse.Namespace) -> list[Table]:
         "data": data_label,
         "overrides": overrides,
         "quick": args.quick,
+        "smoke": args.smoke,
         "versions": library_versions(),
         "git_commit": git_commit(DEFAULT_CONFIG_DIR.parent),
     }
@@ -175,13 +207,22 @@ def run(args: argparse.Namespace) -> list[Table]:
         tokens, mask, _ = next(iter(datamodule.train_dataloader()))
         lengths = mask.sum(1)
         channels = int(cfg.model.get("d_model") or cfg.model.get("hidden_size"))
-        rows = norm_cost(names, lengths, channels, overrides, device, plan.norm_rounds, plan.norm_block_s)
-        if device.type == "cuda":
-            batch, length, channels_large = LARGE
-            stretched = (lengths.float() * length / lengths.max()).round().clamp(min=1).long()
-            large_lengths = stretched.repeat(batch // len(stretched) + 1)[:batch]
+        bandwidth = device.type == "cuda" or args.smoke or bool(args.large)  # the large case: asked for, or a GPU
+        rows = norm_cost(
+            names, lengths, channels, overrides, device, plan.norm_rounds, plan.norm_block_s, bandwidth=bandwidth
+        )
+        if bandwidth:
+            batch, length, channels_large = large_shape(args)
             rows += norm_cost(
-                names, large_lengths, channels_large, overrides, device, plan.norm_rounds, plan.norm_block_s
+                names,
+                stretched_lengths(lengths, batch, length),
+                channels_large,
+                overrides,
+                device,
+                plan.norm_rounds,
+                plan.norm_block_s,
+                DTYPES[args.large_dtype],
+                bandwidth,
             )
             peak, how = memory_bandwidth(device)
             add_bandwidth_share(rows, peak / 1e9)
@@ -189,6 +230,20 @@ def run(args: argparse.Namespace) -> list[Table]:
         else:
             note_norms = note
         tables.append(Table("norm_cost", "2. Norm cost: forward + backward vs the native kernel", rows, note_norms))
+    if "recurrent" in sections:
+        tokens, mask, _ = next(iter(datamodule.train_dataloader()))
+        cells = [m for m in plan.models if m in CELLS] or list(CELLS)
+        rows = recurrent_cost(cells, names, mask.sum(1), overrides, device, plan.norm_rounds, plan.norm_block_s)
+        rec_note = (
+            f"{note} The default data's first batch (its lengths), model=<cell> sizes; the reference is fed a "
+            "pack_padded_sequence (packing and unpacking timed with it); the gradient is zero at padding."
+        )
+        if device.type == "cuda":  # cuDNN's RNNs may use TF32 by default where plain matmuls do not
+            rec_note += (
+                f" TF32: cuDNN {'allowed' if torch.backends.cudnn.allow_tf32 else 'off'}, other matmuls "
+                f"{torch.get_float32_matmul_precision()} precision."
+            )
+        tables.append(Table("recurrent", "2b. Recurrent cells: forward + backward vs nn.LSTM / nn.GRU", rows, rec_note))
     if "throughput" in sections:
         batches = fixed_batches(datamodule, plan.throughput_steps, device)
         rows, method = throughput(
@@ -204,9 +259,12 @@ def run(args: argparse.Namespace) -> list[Table]:
         tables.append(
             Table("throughput", "3. Training throughput (plain loop)", rows, f"{note} Peak memory: {method}.")
         )
-        if device.type == "cuda":
-            mfu = measure_mfu(device, batch=8, seq_len=1024, steps=plan.mfu_steps, warmup=5)
-            tables.append(Table("mfu", "3b. Model FLOPs utilisation", [mfu], note))
+    if "mfu" in sections and args.smoke:  # checks the code and the columns; no figure on a CPU
+        mfu = measure_mfu(device, batch=2, seq_len=32, steps=2, warmup=1, sizes=SMOKE_MFU, compile=False)
+        tables.append(Table("mfu", "3b. Model FLOPs utilisation (--smoke: tiny model, eager)", [mfu], note))
+    elif "mfu" in sections and device.type == "cuda":
+        mfu = measure_mfu(device, batch=8, seq_len=1024, steps=plan.mfu_steps, warmup=5)
+        tables.append(Table("mfu", "3b. Model FLOPs utilisation", [mfu], note))
     if "data" in sections:
         rows = data_rate(args.data.split(","), overrides, device, plan.data_batches, plan.data_rounds)
         tables.append(Table("data_pipeline", "4. Data pipeline vs model consumption", rows, note))

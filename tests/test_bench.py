@@ -1,5 +1,6 @@
 """scripts/bench.py end to end in its smallest mode: every table is written, every cell is filled."""
 
+import csv
 import json
 import math
 import subprocess
@@ -11,8 +12,18 @@ from cli import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+NORM_NAMES = ("none", "layer", "batch_masked")
 
-TABLES = ["lightning_overhead", "norm_cost", "throughput", "data_pipeline", "sweep", "sweep_phases", "targets"]
+TABLES = [
+    "lightning_overhead",
+    "norm_cost",
+    "recurrent",
+    "throughput",
+    "data_pipeline",
+    "sweep",
+    "sweep_phases",
+    "targets",
+]
 
 
 def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: Path) -> None:
@@ -41,6 +52,7 @@ def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: 
                     assert str(value).strip(), (name, column)
         assert f"| {' | '.join(table['columns'])} |" in proc.stdout  # printed as a Markdown table
     assert {row["norm"] for row in tables["norm_cost"]["rows"]} == {"layer", "batch_masked"}
+    assert {r["layer"] for r in tables["recurrent"]["rows"]} == {f"NormGRULayer norm={n}" for n in NORM_NAMES}
     assert {(r["model"], r["norm"]) for r in tables["throughput"]["rows"]} == {
         (m, n) for m in ("transformer", "gru") for n in ("layer", "batch_masked")
     }
@@ -74,3 +86,48 @@ def test_scaleout_section_times_each_variant_from_real_jobs(mr_file: Path, tmp_p
             assert row["ms per step"] > 0 and math.isfinite(row["start-up s"]) and row["status"] == "ok"
     jobs = sorted((out / "scaleout").glob("*/sweep/*/results.json"))
     assert len(jobs) == 4 and {json.loads(p.read_text())["world_size"] for p in jobs} == {1, 2}
+
+
+def test_gpu_check_dry_mode_produces_every_table_and_column(mr_file: Path, tmp_path: Path) -> None:
+    """scripts/gpu_check.sh --dry: the GPU check's steps on the CPU at tiny sizes, so CI sees each column."""
+    from test_shakespeare import write_works
+
+    out = tmp_path / "gpu_check"
+    works = write_works(tmp_path / "works")
+    command = ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry", "--mr", str(mr_file), str(out)]
+    proc = subprocess.run(
+        [*command, f"data.path={works}"], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+
+    tables = json.loads((out / "bench" / "bench.json").read_text())["tables"]
+    assert list(tables) == ["norm_cost", "recurrent", "mfu", "targets"]
+    no_peak_on_cpu = {"MFU %", "peak MiB"}  # a CPU has no data-sheet FLOP/s and no CUDA allocator
+    for name, table in tables.items():
+        for row in table["rows"]:
+            assert set(row) == set(table["columns"]), (name, row)
+            for column, value in row.items():
+                if isinstance(value, int | float) and column not in no_peak_on_cpu:
+                    assert math.isfinite(value), (name, column, value)
+    norm_rows = tables["norm_cost"]["rows"]
+    assert {"GB/s", "% of memory bandwidth", "dtype"} <= set(tables["norm_cost"]["columns"])
+    assert {(r["norm"], r["dtype"]) for r in norm_rows if r["shape [B,T,C]"] == "4x32x64"} == {
+        ("layer", "bfloat16"),
+        ("batch_masked", "bfloat16"),
+    }
+    assert all(0 < r["% of memory bandwidth"] < 100 for r in norm_rows)
+    recurrent = {r["layer"]: r for r in tables["recurrent"]["rows"]}
+    assert set(recurrent) == {f"{c} norm={n}" for c in ("NormLSTMLayer", "NormGRULayer") for n in NORM_NAMES}
+    assert recurrent["NormLSTMLayer norm=none"]["reference"] == "nn.LSTM (ATen, packed)"
+    assert recurrent["NormGRULayer norm=layer"]["reference"] == "NormGRULayer norm=none"
+    assert recurrent["NormGRULayer norm=layer"]["reference ms"] == recurrent["NormGRULayer norm=none"]["ours ms"]
+    assert tables["mfu"]["rows"][0]["met"] == "-" and tables["mfu"]["rows"][0]["TFLOP/s"] > 0
+
+    with (out / "entry.csv").open() as handle:
+        jobs = list(csv.DictReader(handle))
+    assert [(j["norm"], j["status"], j["steps"]) for j in jobs] == [("batch_step", "ok", "3"), ("layer", "ok", "3")]
+    assert all(math.isfinite(float(j["test/bpc@len=512"])) and float(j["ms/step"]) > 0 for j in jobs)
+    summary = (out / "gpu_check.md").read_text()
+    for title in [t["title"] for t in tables.values()] + ["7. A catalogue entry at scale=gpu", "## The entry's report"]:
+        assert title in summary, title
+    assert "length_extrapolation_lm" in (out / "report" / "summary.md").read_text()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
+
+from normbench.bench.timing import sync
 
 #: dense bf16 tensor-core peak (no sparsity), FLOP/s, from the vendors' data sheets; matched by name
 PEAK_BF16_FLOPS = {
@@ -32,21 +36,28 @@ def peak_bf16_flops(device: torch.device) -> tuple[float, str]:
 
 def memory_bandwidth(device: torch.device) -> tuple[float, str]:
     """Bytes/s the memory can move: from the device's memory clock and bus width (double data rate) when
-    torch reports them, else measured as a large device-to-device copy (read + write)."""
+    torch reports them, else measured as a large device-to-device copy (read + write). On a CPU (the dry run
+    of scripts/gpu_check.sh) a host memory copy, so the column exists everywhere; it is no data-sheet peak."""
+    if device.type != "cuda":
+        return copy_bandwidth(device, 2**24), "measured: host memory copy"
     props = torch.cuda.get_device_properties(device)
     clock_khz = getattr(props, "memory_clock_rate", 0)
     bus_bits = getattr(props, "memory_bus_width", 0)
     if clock_khz and bus_bits:
         return 2 * clock_khz * 1e3 * bus_bits / 8, "spec: 2 x memory clock x bus width"
-    src = torch.empty(2**28, dtype=torch.float32, device=device)  # 1 GiB
+    return copy_bandwidth(device, 2**28), "measured: device-to-device copy"
+
+
+def copy_bandwidth(device: torch.device, numel: int, repeats: int = 10) -> float:
+    """Bytes/s of copying ``numel`` float32 values (read + write), best of ``repeats`` copies after a warm-up."""
+    src = torch.empty(numel, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    torch.cuda.synchronize(device)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(10):
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
         dst.copy_(src)
-    end.record()
-    torch.cuda.synchronize(device)
-    seconds = start.elapsed_time(end) / 1e3 / 10
-    return 2 * src.numel() * src.element_size() / seconds, "measured: device-to-device copy"
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best

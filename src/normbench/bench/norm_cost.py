@@ -65,13 +65,24 @@ def fwd_bwd(module: nn.Module, x: Tensor, grad: Tensor, mask: Tensor | None) -> 
 
 
 def measure_norm(
-    name: str, norm_cfg: dict[str, Any], lengths: Tensor, channels: int, device: torch.device, rounds: int, block: float
+    name: str,
+    norm_cfg: dict[str, Any],
+    lengths: Tensor,
+    channels: int,
+    device: torch.device,
+    rounds: int,
+    block: float,
+    dtype: torch.dtype = torch.float32,
+    bandwidth: bool = False,
 ) -> dict[str, Any]:
+    """``dtype``: of the activations and of both modules (bf16 halves the bytes a memory-bound norm moves);
+    ``bandwidth``: add the achieved GB/s (always on CUDA)."""
     x, mask = padded_batch(lengths, channels, device)
+    x = x.to(dtype)
     grad = torch.randn_like(x)
-    ours = norm_factory(norm_cfg)(channels).to(device).train()
+    ours = norm_factory(norm_cfg)(channels).to(device, dtype).train()
     label, native = native_norm(name, ours, channels)
-    native = native.to(device).train()
+    native = native.to(device, dtype).train()
     if name in PACKED:
         native_x, native_grad = x[mask], grad[mask]
     elif name == "scale" or label.startswith(("nn.LayerNorm", "nn.RMSNorm")):
@@ -93,6 +104,7 @@ def measure_norm(
     row = {
         "norm": name,
         "shape [B,T,C]": "x".join(str(s) for s in x.shape),
+        "dtype": str(x.dtype).removeprefix("torch."),
         "padding %": 100.0 * (1.0 - float(mask.float().mean())),
         "ours us": 1e6 * median(times["ours"]),
         "native": label,
@@ -101,7 +113,7 @@ def measure_norm(
         "target": f"<= {limit}" if limit else "reported",
         "met": ("yes" if ratio <= limit else "no") if limit else "-",
     }
-    if device.type == "cuda":
+    if bandwidth or device.type == "cuda":
         moved = PASSES * x.numel() * x.element_size()
         row["GB/s"] = moved / median(times["ours"]) / 1e9
     return row
@@ -115,13 +127,16 @@ def norm_cost(
     device: torch.device,
     rounds: int,
     block: float,
+    dtype: torch.dtype = torch.float32,
+    bandwidth: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per norm (``none`` has no cost and no native counterpart: left out)."""
     rows = []
     for name in names:
         if name == "none" or name not in NORMS:
             continue
-        rows.append(measure_norm(name, norm_config(name, overrides), lengths, channels, device, rounds, block))
+        cfg = norm_config(name, overrides)
+        rows.append(measure_norm(name, cfg, lengths, channels, device, rounds, block, dtype, bandwidth))
     return rows
 
 

@@ -94,9 +94,11 @@ def targets_table(tables: list[Table]) -> Table:
     rows = []
     for table in tables:
         for row in table.rows:
-            if str(row.get("target", "reported")) == "reported" or "met" not in row:
+            if str(row.get("target", "reported")) == "reported" or row.get("met", "-") == "-":  # no verdict
                 continue
             case = next(str(row[c]) for c in table.columns if c not in ("target", "met"))
+            if "shape [B,T,C]" in row:  # a section measured at two sizes names its rows by both
+                case += f" {row['shape [B,T,C]']}" + (f" {row['dtype']}" if "dtype" in row else "")
             measured = next((row[c] for c in ("ratio", "loader / model", "wall s", "MFU %") if c in row), float("nan"))
             rows.append(
                 {"section": table.title, "case": case, "measured": measured, "target": row["target"], "met": row["met"]}
