@@ -26,8 +26,10 @@ def write_job(
     status: str | None = "ok",
     error: str | None = None,
     train_step_s: float | None = None,
+    norm_kind: str | None = None,
 ) -> Path:
-    """One job dir; ``status=None`` leaves out results.json (a killed run)."""
+    """One job dir; ``status=None`` leaves out results.json (a killed run); ``norm_kind`` as a run records it from
+    its built network (a norm outside the package is placed by it alone)."""
     config: dict[str, Any] = {
         "data": {"name": "mr", "batch_size": batch_size, "path": f"/data/{experiment}.txt", "shuffle_seed": seed},
         "model": {"name": model, "d_model": 32},
@@ -71,6 +73,7 @@ def write_job(
         "wall_time_s": 10.0 + seed,
         "config": config,
         "git_commit": "abc123",
+        **({"norm_kind": norm_kind} if norm_kind else {}),
     }
     if status == "ok":
         record.update(

@@ -1,20 +1,23 @@
 """norm=custom: a user's norm class by import path, checked at start-up; the README's example norm
 (defined here, as a user would, not in the package) trains through train.py and scores on the scorecard."""
 
+import csv
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from cli import ROOT, train
+from cli import ROOT, cli_env, train
 from torch import nn
 
 from normbench.custom_norm import CustomNorm
 from normbench.errors import ConfigError
 from normbench.instruments import probes, scorecard
 from normbench.norm_factory import norm_factory
+from normbench.report.scorecard import main as trained_scorecard
 
 TESTS = Path(__file__).resolve().parent
 
@@ -100,6 +103,26 @@ class RunningCentre(nn.Module):
         return x - self.running_mean
 
 
+class BatchCentred(nn.Module):
+    """A user's batch-statistic norm: centres each channel by its mean over the batch's real tokens in training, by
+    a running mean in eval mode, and says so (``uses_batch_stats``)."""
+
+    uses_batch_stats = True
+
+    def __init__(self, num_features: int, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x - self.running_mean
+        mean = x[mask].mean(0)
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+        return x - mean
+
+
 def _target(cls: type) -> str:
     return f"{__name__}.{cls.__name__}"
 
@@ -177,6 +200,7 @@ def test_the_readme_norm_trains_through_train_py_with_every_instrument(mr_file: 
     train([*args, f"hydra.run.dir={run_dir}", "checkpoint.every_n_steps=0"], tmp_path, env=_user_env())
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok" and results["norm"] == "DynamicTanh" and results["global_step"] == 4
+    assert results["norm_kind"] == "token"  # what places it among the per-token norms in the report
     expected_norm = {
         "_target_": _target(DynamicTanh),
         "_partial_": True,
@@ -217,3 +241,65 @@ def test_probes_leave_a_users_running_statistics_as_they_were_and_a_warm_up_move
     assert torch.equal(norm.inner.running_mean, torch.zeros(4)) and not norm.training
     probes.warm_up_statistics(norm, [(x, mask)])
     torch.testing.assert_close(norm.inner.running_mean, x.mean((0, 1)) * 0.5)
+
+
+@pytest.mark.slow
+def test_a_users_norm_goes_through_all_sh_a_tiny_sweep_and_report_into_the_trained_scorecard(
+    mr_file: Path, tmp_path: Path
+) -> None:
+    """scripts/catalogue/all.sh on one entry (inference_batch_one's recipe: a learning-rate grid on seed 0, seed 1
+    at each norm's chosen rate, the report), a user's batch-statistic norm from its own yaml, layer norm added;
+    the table's effect computed here by hand from the runs' results.json."""
+    user_conf = tmp_path / "my_conf"
+    (user_conf / "norm").mkdir(parents=True)
+    (user_conf / "norm" / "centred.yaml").write_text(
+        f"_target_: {_target(BatchCentred)}\n_partial_: true\nsync: false\n"
+    )
+    out = tmp_path / "catalogue"
+    tiny = [f"data.path={mr_file}", f"data.cache_dir={tmp_path / 'cache'}", "data.vocab_size=200", "model.d_model=16"]
+    tiny += ["model.d_ff=32", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=none"]
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "catalogue" / "all.sh"), f"hydra.searchpath=[file://{user_conf}]", "norm=centred"]
+        + ["seed=0,1", "optim.lr=1e-3,1e-2", *tiny],
+        cwd=tmp_path,
+        env={**cli_env(tmp_path), **_user_env(), "ENTRIES": "inference_batch_one", "DIR": str(out)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted((out / "inference_batch_one").glob("stage*/*/results.json"))]
+    assert sorted((r["norm"], r["norm_kind"], r["seed"]) for r in runs) == [
+        ("centred", "batch", 0),
+        ("centred", "batch", 0),
+        ("centred", "batch", 1),
+        ("layer", "token", 0),
+        ("layer", "token", 0),
+        ("layer", "token", 1),
+    ]
+    metric = "test/acc_batch_stats@eval_batch=1"
+
+    def chosen(norm: str) -> dict[int, float]:
+        """Seed -> headline at the norm's rate with the best seed-0 val/acc (the selection, by hand)."""
+        first = max((r for r in runs if (r["norm"], r["seed"]) == (norm, 0)), key=lambda r: r["metrics"]["val/acc"])
+        lr = first["config"]["optim"]["lr"]
+        return {r["seed"]: r["metrics"][metric] for r in runs if r["norm"] == norm and r["config"]["optim"]["lr"] == lr}
+
+    own, ref = chosen("centred"), chosen("layer")
+    diffs = [own[s] - ref[s] for s in (0, 1)]
+    mean, ci = sum(diffs) / 2, 12.706204736174698 * abs(diffs[0] - diffs[1]) / 2  # t(0.975, 1) * sd / sqrt(2)
+    (row,) = list(csv.DictReader((out / "scorecard.csv").open()))
+    assert (row["experiment"], row["norm"], row["kind"], row["metric"]) == (
+        "inference_batch_one",
+        "centred",
+        "batch",
+        metric,
+    )
+    assert float(row["difference"]) == pytest.approx(mean, abs=1e-9) and row["seeds"] == "2"
+    assert float(row["ci95"]) == pytest.approx(ci, abs=1e-9)
+    assert "| inference_batch_one | " + metric + " | " in (out / "scorecard.md").read_text()
+    assert "| entry | headline metric | centred (batch statistics) |" in (out / "scorecard.md").read_text()
+    report = out / "inference_batch_one" / "report"
+    compared = list(csv.DictReader((report / "comparisons.csv").open()))  # the report placed it by its recorded kind
+    assert [(c["norm"], c["control"]) for c in compared] == [("centred", "layer")]
+    from_report = trained_scorecard([str(report), "--out", str(tmp_path / "from_report")])
+    assert (from_report / "scorecard.csv").read_text() == (out / "scorecard.csv").read_text()

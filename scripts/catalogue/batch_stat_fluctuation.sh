@@ -8,7 +8,7 @@
 # above the Transformer's (causal_leak chose 3e-3 at batch 4 and its top edge, 1e-2, at batch 32).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dir="multirun/batch_stat_fluctuation/$(date +%Y-%m-%d_%H-%M-%S)"
+dir="${DIR:-multirun/batch_stat_fluctuation/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where it all goes
 status=0
 DIR="$dir/transformer" "$here/two_stage.sh" batch_stat_fluctuation data=mr model=transformer optim.lr=1e-3,3e-3,1e-2 "$@" || status=$?
 DIR="$dir/lstm" "$here/two_stage.sh" batch_stat_fluctuation data=mr model=lstm optim.lr=3e-3,1e-2,3e-2 "$@" || status=$?

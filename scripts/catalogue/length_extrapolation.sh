@@ -4,7 +4,7 @@
 #   scripts/catalogue/length_extrapolation.sh scale=gpu    # the same protocol at GPU size
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dir="multirun/length_extrapolation/$(date +%Y-%m-%d_%H-%M-%S)"
+dir="${DIR:-multirun/length_extrapolation/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where it all goes
 status=0
 DIR="$dir/mr" "$here/two_stage.sh" length_extrapolation "$@" || status=$?
 DIR="$dir/lm" "$here/two_stage.sh" length_extrapolation_lm "$@" || status=$?

@@ -6,7 +6,7 @@ set -uo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 NAME [overrides...]" >&2; exit 2; }
 name=$1; shift
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-dir="multirun/$name/$(date +%Y-%m-%d_%H-%M-%S)"
+dir="${DIR:-multirun/$name/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where the sweep goes
 start=$SECONDS
 python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir" "$@"
 status=$?

@@ -7,7 +7,7 @@
 # two stages in its own dir, then one report of both.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dir="multirun/small_batch/$(date +%Y-%m-%d_%H-%M-%S)"
+dir="${DIR:-multirun/small_batch/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where it all goes
 status=0
 DIR="$dir/transformer" "$here/two_stage.sh" small_batch model=transformer optim.lr=3e-4,1e-3,3e-3 "$@" || status=$?
 DIR="$dir/lstm" "$here/two_stage.sh" small_batch model=lstm optim.lr=3e-3,1e-2,3e-2 "$@" || status=$?

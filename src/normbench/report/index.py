@@ -89,15 +89,17 @@ def page(root: Path, base: Path) -> str:
     return text + "\n"
 
 
-def write_readme_section(readme: Path, section: str) -> None:
-    """Replace what lies between the markers in ``readme`` with ``section``."""
+def write_readme_section(
+    readme: Path, section: str, begin: str = BEGIN, end: str = END, what: str = "the findings"
+) -> None:
+    """Replace what lies between the markers ``begin`` and ``end`` in ``readme`` with ``section``."""
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"error: {readme} has no {BEGIN} ... {END} markers; add them where the findings go", file=sys.stderr)
+    if begin not in text or end not in text:
+        print(f"error: {readme} has no {begin} ... {end} markers; add them where {what} go", file=sys.stderr)
         sys.exit(2)
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{section}{end}{tail}")
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

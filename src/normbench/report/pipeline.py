@@ -164,6 +164,7 @@ def results_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     for run in runs:
         row: dict[str, Any] = {"job_dir": str(run.job_dir), "status": run.status, "error": "" if run.ok else run.error}
         row.update({k: run.key(k) for k in KEY_FIELDS})
+        row["norm_kind"] = run.record.get("norm_kind", "")  # so a report folder alone still places a user's norm
         row.update({k: v for k, v in run.overrides.items() if k not in KEY_FIELDS})
         row.update(run.values())
         row["git_commit"] = run.record.get("git_commit", "")
@@ -295,7 +296,7 @@ def finding_record(rep: ExperimentReport) -> dict[str, Any]:
 def write_report(reports: Sequence[ExperimentReport], dirs: Sequence[str], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = [r for rep in reports for r in rep.runs]
-    write_csv(out / "results.csv", results_rows(runs), first=["job_dir", *KEY_FIELDS, "status", "error"])
+    write_csv(out / "results.csv", results_rows(runs), first=["job_dir", *KEY_FIELDS, "norm_kind", "status", "error"])
     summary = [{"experiment": rep.name, **row} for rep in reports for row in table_rows(rep.groups, rep.metrics)]
     write_csv(out / "summary.csv", summary)
     selection = [{"experiment": rep.name, **row} for rep in reports for c in rep.choices for row in c.rows()]

@@ -325,8 +325,8 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
     for group in measured:
         by_setting[group.settings].append(group)
 
-    def score(group: Group) -> float:
-        return _score(group, metric)
+    def ranked(group: Group) -> float:
+        return score(group, metric)
 
     passes = [
         [(gs, gs) for gs in by_contrast.values()],
@@ -337,12 +337,12 @@ def compare(groups: Sequence[Group], metric: str, contrast: str | None = None) -
     for pairs in passes:
         candidates = []
         for tops, bottoms in pairs:
-            best = max(tops, key=score, default=None)
-            worst = min((g for g in bottoms if g is not best), key=score, default=None)
+            best = max(tops, key=ranked, default=None)
+            worst = min((g for g in bottoms if g is not best), key=ranked, default=None)
             if best is not None and worst is not None:
                 candidates.append((best, worst))
         if candidates:
-            best, worst = max(candidates, key=lambda c: score(c[0]) - score(c[1]))
+            best, worst = max(candidates, key=lambda c: ranked(c[0]) - ranked(c[1]))
             return Comparison(best, worst, metric, difference_ci(worst.per_seed(metric), best.per_seed(metric)))
     return None
 
@@ -358,7 +358,7 @@ def all_comparisons(groups: Sequence[Group], metric: str) -> list[Comparison]:
         controls = [g for g in members if g.kind == "token"]
         if not controls:
             continue
-        best = max(controls, key=lambda g: _score(g, metric))
+        best = max(controls, key=lambda g: score(g, metric))
         for group in members:
             if group.kind == "batch":
                 out.append(
@@ -456,7 +456,8 @@ def flatness_sentence(checks: Sequence[Flatness]) -> str:
     )
 
 
-def _score(group: Group, metric: str) -> float:
+def score(group: Group, metric: str) -> float:
+    """How good ``group`` is on ``metric``, higher better whatever the metric's direction (a gap: nearer 0)."""
     mean = group.estimate(metric).mean
     return -abs(mean) if best_at_zero(metric) else (1.0 if higher_is_better(metric) else -1.0) * mean
 
