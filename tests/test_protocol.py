@@ -309,3 +309,33 @@ def test_second_stage_cells_carry_the_first_stage_overrides_every_run_shared(tmp
     ]
     # a list value, stored as a tuple, is written back as Hydra reads it (input_scale's data.channel_scales)
     assert override("data.channel_scales", (1, 100, 10000)) == "data.channel_scales=[1,100,10000]"
+
+
+def test_a_learning_rate_where_seeds_diverged_is_not_chosen_on_the_seeds_that_survived(tmp_path: Path):
+    """At 0.003 seeds 0 and 1 diverged (failed runs) and seed 2 reached the best validation accuracy of the grid;
+    0.001 finished in every seed. Chosen on the survivor, 0.003 would be compared on one seed."""
+    for seed, val in [(0, 0.70), (1, 0.71), (2, 0.72)]:
+        _cell(tmp_path, "layer", 2, 0.001, seed, val, val)
+    _cell(tmp_path, "layer", 2, 0.003, 2, 0.80, 0.80)
+    for seed in (0, 1):
+        write_job(
+            tmp_path / f"layer-bs2-lr0.003-s{seed}-failed",
+            norm="layer",
+            seed=seed,
+            batch_size=2,
+            status="failed",
+            error="NonFiniteError: non-finite gradient at step 83",
+            extra_overrides={"optim.lr": 0.003},
+            config_changes={**{"optim.lr": 0.003}, **{f"report.{k}": v for k, v in PROTOCOL["report"].items()}},
+        )
+    for seed in range(3):
+        _cell(tmp_path, "batch_masked", 2, 0.001, seed, 0.60, 0.60)
+    out = main([str(tmp_path)])
+
+    summary = {r["norm"]: r for r in _csv(out / "summary.csv")}
+    assert summary["layer"]["optim.lr (chosen)"] == "0.001" and summary["layer"]["n_seeds"] == "3"
+    selection = {r["optim.lr"]: r for r in _csv(out / "selection.csv") if r["norm"] == "layer"}
+    assert selection["0.001"]["chosen"] == "True" and selection["0.001"]["selection seeds"] == "0 1 2"
+    assert float(selection["0.001"]["val/acc (selection mean)"]) == pytest.approx(0.71)
+    assert selection["0.003"]["chosen"] == "False" and selection["0.003"]["failed seeds"] == "0 1"
+    assert selection["0.001"]["failed seeds"] == ""

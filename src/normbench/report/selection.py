@@ -30,6 +30,8 @@ class Choice:
     metric: str
     scores: tuple[tuple[Any, float], ...]
     seeds: tuple[Any, ...]
+    #: the grid values where runs failed, with those runs' seeds: not chosen while a value without failures exists
+    failed: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
 
     @property
     def at_edge(self) -> bool:
@@ -42,6 +44,7 @@ class Choice:
         return [override(k, v) for k, v in self.cell] + [f"norm={self.norm}", override(self.key, self.value)]
 
     def rows(self) -> list[dict[str, Any]]:
+        failed = dict(self.failed)
         return [
             {
                 **dict(self.cell),
@@ -51,6 +54,7 @@ class Choice:
                 "selection seeds": " ".join(str(s) for s in self.seeds),
                 "chosen": value == self.value,
                 "at grid edge": self.at_edge,
+                "failed seeds": " ".join(str(seed) for seed in failed.get(value, ())),
             }
             for value, score in self.scores
         ]
@@ -76,7 +80,10 @@ def test_twin(runs: Sequence[Run], metric: str) -> str | None:
 
 def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group], list[Choice]]:
     """The chosen group of every cell (its settings without ``key``, ``chosen`` naming the value) and the
-    choices. A grid value with no finished run of the selection metric cannot be chosen."""
+    choices. A grid value with no finished run of the selection metric cannot be chosen, nor one where a seed's
+    run failed (diverged, a non-finite loss) while another value has no failed run: its mean over the seeds
+    that survived would reward the instability (on the GPU, 3e-3 diverged in two of three seeds and was the best
+    value of the one seed left)."""
     cells: dict[tuple, list[Group]] = defaultdict(list)
     for group in groups:
         cell = tuple(kv for kv in group.settings if kv[0] != key)
@@ -87,18 +94,30 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
         measured = [g for g in members if g.per_seed(metric)]
         if not measured:
             continue
-        common = set.intersection(*(set(g.per_seed(metric)) for g in measured))
+        failed = {id(g): tuple(sorted((r.seed for r in g.runs if r.status == "failed"), key=str)) for g in measured}
+        eligible = [g for g in measured if not failed[id(g)]] or measured
+        common = set.intersection(*(set(g.per_seed(metric)) for g in eligible))
         scores = []
         for group in sorted(measured, key=lambda g: sortable([dict(g.settings)[key]])):
             values = group.per_seed(metric)
-            used = [values[s] for s in common] if common else list(values.values())
+            used = [values[s] for s in common if s in values] or list(values.values())
             scores.append((dict(group.settings)[key], sum(used) / len(used), group))
-        value, _, best = max(scores, key=lambda s: sign * s[1] if math.isfinite(s[1]) else -math.inf)
+        candidates = [s for s in scores if any(s[2] is g for g in eligible)]
+        value, _, best = max(candidates, key=lambda s: sign * s[1] if math.isfinite(s[1]) else -math.inf)
         for run in best.runs:
             run.settings = {k: v for k, v in run.settings.items() if k != key}
         chosen_groups.append(Group(cell, norm, best.runs, chosen=((key, value),)))
         choices.append(
-            Choice(cell, norm, key, value, metric, tuple((v, s) for v, s, _ in scores), tuple(sorted(common, key=str)))
+            Choice(
+                cell,
+                norm,
+                key,
+                value,
+                metric,
+                tuple((v, s) for v, s, _ in scores),
+                tuple(sorted(common, key=str)),
+                tuple((v, failed[id(g)]) for v, _, g in scores if failed[id(g)]),
+            )
         )
     chosen_groups.sort(key=lambda g: (sortable(v for _, v in g.settings), norm_order(g.norm)))
     return chosen_groups, choices
