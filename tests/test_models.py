@@ -194,3 +194,55 @@ def test_recurrent_cells_give_per_step_norms_their_time_step(kind: str) -> None:
     layer = model.layers[0]
     updated = (layer.norm_hidden.running_var != 1).any(dim=1)
     assert updated[:6].all() and not updated[6:].any()
+
+
+@pytest.mark.parametrize("cell", [NormLSTMLayer, NormGRULayer])
+@pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step"])
+@pytest.mark.parametrize("mode", ["train", "train, fluctuation meter, no running update", "eval"])
+def test_the_input_side_normalized_for_all_steps_at_once_equals_one_call_per_step(cell, norm: str, mode: str) -> None:
+    """The hoisted input-side norm (``normalize_steps``) against the per-step calls it replaces: outputs, every
+    gradient, the running statistics and the fluctuation record, with lengths [9, 7, 5, 2, 1]: steps 5-6 have two
+    real sequences, and steps 7-8 one, which falls back on the running statistics in force there."""
+    from normbench.models.rnn import _NormRecurrentLayer  # noqa: F401  (the flag lives on the base class)
+    from normbench.norm_factory import recurrent
+    from normbench.norms import FluctuationMeter
+
+    torch.manual_seed(0)
+    factory = recurrent(norm_factory(norm))
+    hoisted = cell(6, 8, factory).double()  # float64: two-sequence statistics amplify float32 rounding
+    with torch.no_grad():  # running statistics away from their initial values, so a wrong one shows
+        for module in hoisted.modules():
+            if hasattr(module, "running_mean") and module.running_mean is not None:
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    per_step = copy.deepcopy(hoisted)
+    per_step.input_steps_at_once = False
+    lengths = [9, 7, 5, 2, 1]
+    mask = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
+    x = torch.randn(5, 9, 6, dtype=torch.float64)
+    meters = []
+    for layer in (hoisted, per_step):
+        layer.train(mode != "eval")
+        if mode.startswith("train, fluctuation"):
+            layer.norm_input.update_running = False
+            layer.norm_input.fluctuation = FluctuationMeter()
+            meters.append(layer.norm_input.fluctuation)
+    outputs, grads = [], []
+    for layer in (hoisted, per_step):
+        xi = x.clone().requires_grad_(True)
+        out = layer(xi, mask)
+        (out * mask[..., None] * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum().backward()
+        outputs.append(out)
+        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
+
+    torch.testing.assert_close(outputs[0], outputs[1], **TOL)
+    for ours, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, reference, **TOL)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(hoisted.norm_input, name), getattr(per_step.norm_input, name), **TOL)
+    if norm != "batch_step":  # batch_step counts calls, one per batch when hoisted
+        assert int(hoisted.norm_input.num_batches_tracked) == int(per_step.norm_input.num_batches_tracked)
+    if meters:
+        assert meters[0].calls == meters[1].calls > 0
+        for key, value in meters[1].result().items():
+            assert meters[0].result()[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

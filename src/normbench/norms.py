@@ -32,6 +32,8 @@ class SequenceNorm(nn.Module):
     per_token: ClassVar[bool] = True
     #: its option in conf/norm/ (``norm=<option>``): NORMS and the one-line errors use it
     option: ClassVar[str | None] = None
+    #: ``normalize_steps`` gives a recurrent cell's input side for all time steps in one call
+    steps_at_once: ClassVar[bool] = False
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -253,6 +255,73 @@ class _BatchStatNorm(SequenceNorm):
         normalized = normalize(flat.index_select(0, rows)).to(x.dtype)
         return flat.new_zeros(flat.shape).index_add_(0, rows, normalized).view_as(x)
 
+    def normalize_steps(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``x[B, T, C]`` normalized exactly as T calls ``self(x[:, t], mask[:, t], step=t)`` in order would (each
+        step's statistics over the batch, the running statistics updated once per step, a step with fewer than two
+        values on the running statistics in force there), in a few passes over ``[B, T, C]`` instead of T calls:
+        a recurrent cell's input side does not depend on the recurrence (``steps_at_once``). The outputs at padded
+        positions are left unspecified (the cell carries its state over them), and ``x`` must be finite there."""
+        channels, dtype = self.num_features, x.dtype
+        x = x.to(torch.promote_types(dtype, torch.float32))  # statistics in float32, as F.batch_norm under autocast
+        real = mask if self.masks_padding else torch.ones_like(mask)
+        if not self.training:
+            out = F.batch_norm(
+                x.reshape(-1, channels),
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                False,
+                0.0,
+                self.eps,
+            ).view_as(x)
+            return out.to(dtype)
+        weight = real.to(x.dtype)  # [B, T]
+        reduce = all_reduce_sum if self.sync else (lambda tensor: tensor)
+        count = reduce(weight.sum(0))[:, None]  # [T, 1]
+        if self.small_batch == "error" and bool((count < 2).any()):
+            raise self._too_few(int(count.min()))
+        mean = reduce(torch.einsum("bt,btc->tc", weight, x)) / count.clamp_min(1)  # [T, C]
+        centred = x - mean
+        var = reduce(torch.einsum("bt,btc->tc", weight, centred * centred)) / count.clamp_min(1)
+        usable = count >= 2
+        run_mean, run_var = self._running_before_steps(mean, var, count, usable.squeeze(-1))
+        if self.fluctuation is not None:
+            for t in usable.squeeze(-1).nonzero().squeeze(1).tolist():
+                self._record(mean[t], var[t], run_mean[t], run_var[t])
+        # one pass: centred * scale + offset, [T, C] factors; a step without batch statistics normalizes
+        # x - running mean = centred + (mean - running mean), the second term folded into its offset
+        scale = torch.rsqrt(torch.where(usable, var, run_var) + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        offset = torch.where(usable, 0.0, mean - run_mean) * scale
+        if self.bias is not None:
+            offset = offset + self.bias
+        return torch.addcmul(offset, centred, scale).to(dtype)
+
+    @torch.no_grad()
+    def _running_before_steps(self, mean: Tensor, var: Tensor, count: Tensor, usable: Tensor) -> tuple[Tensor, Tensor]:
+        """The running statistics in force at each step ``[T, C]`` when every usable step in turn updates them
+        (``r <- r + momentum * (stat - r)``), and the buffers left as the last update leaves them. In closed form:
+        ``r_t = (1-m)^k_t r_0 + sum over usable s < t of m (1-m)^(k_t - k_s - 1) stat_s``, k_t the updates before t."""
+        steps = mean.shape[0]
+        unbiased = var * (count / (count - 1).clamp_min(1))
+        if not self.update_running:
+            return self.running_mean.expand_as(mean), self.running_var.expand_as(var)
+        used = usable.to(mean.dtype)
+        before = torch.cumsum(used, 0) - used  # k_t
+        k = torch.cat([before, used.sum()[None]])  # and after the last step
+        earlier = torch.ones(steps + 1, steps, dtype=torch.bool, device=mean.device).tril(-1) & usable[None, :]
+        decay = 1.0 - self.momentum
+        weights = torch.where(earlier, self.momentum * decay ** (k[:, None] - before[None, :] - 1), 0.0)
+        keep = (decay**k)[:, None]
+        run_mean = keep * self.running_mean + weights @ mean.to(weights.dtype)
+        run_var = keep * self.running_var + weights @ unbiased.to(weights.dtype)
+        self.running_mean.copy_(run_mean[-1])
+        self.running_var.copy_(run_var[-1])
+        self.num_batches_tracked.add_(int(used.sum()))
+        return run_mean[:-1].to(mean.dtype), run_var[:-1].to(var.dtype)
+
 
 class BatchNorm(_BatchStatNorm):
     """Naive batch norm: statistics over every position, padding included.
@@ -262,6 +331,8 @@ class BatchNorm(_BatchStatNorm):
     """
 
     option = "batch"
+    steps_at_once = True
+    masks_padding = False
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._normalize_rows(x.reshape(-1, self.num_features)).view_as(x)
@@ -275,6 +346,8 @@ class MaskedBatchNorm(_BatchStatNorm):
     """
 
     option = "batch_masked"
+    steps_at_once = True
+    masks_padding = True
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._normalize_rows)
@@ -292,6 +365,7 @@ class StepBatchNorm(_BatchStatNorm):
     """
 
     option = "batch_step"
+    steps_at_once = True
 
     BEYOND: ClassVar[tuple[str, ...]] = ("last", "error")
 
@@ -344,6 +418,10 @@ class StepBatchNorm(_BatchStatNorm):
                 self._update_steps(index[tracked], batch_mean[tracked], batch_var[tracked], count[tracked])
         out = self._affine((x3 - mean) * torch.rsqrt(var + self.eps)) * m3
         return out[:, 0] if per_step else out.view_as(x)
+
+    def normalize_steps(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Steps ``0 .. T-1`` at once: the ``[B, T, C]`` path is per position, the same as T per-step calls."""
+        return self(x, mask)
 
     def _update_steps(self, index: Tensor, mean: Tensor, var: Tensor, count: Tensor) -> None:
         if not self.update_running:
@@ -505,7 +583,7 @@ class FluctuationMeter:
         self.calls = 0
 
     def _add(self, name: str, per_channel: Tensor) -> None:
-        self.sums[name] = self.sums.get(name, 0.0) + float(per_channel.pow(2).mean(-1).sqrt().mean())
+        self.sums[name] = self.sums.get(name, 0.0) + float(per_channel.pow(2).mean(-1).sqrt().sum())
 
     @torch.no_grad()
     def add(
@@ -517,7 +595,7 @@ class FluctuationMeter:
             self._add("mean_shift", (mean.float() - running_mean.float()) * torch.rsqrt(running_var + eps))
         self._add("var_dist", var - running_var)
         self._add("scale_shift", 0.5 * torch.log((running_var + eps) / (var + eps)))
-        self.calls += 1
+        self.calls += var.shape[0] if var.dim() == 2 else 1  # [k, C]: k steps' statistics, each one record
 
     def result(self) -> dict[str, float]:
         return {name: total / self.calls for name, total in self.sums.items()} if self.calls else {}
