@@ -16,8 +16,17 @@ from normbench.bench.timing import calls_for, interleave, median, paired_ratio, 
 from normbench.norm_factory import norm_factory
 from normbench.norms import NORMS
 
-#: ours / native, at most
-TARGETS = {"batch_masked": 1.3, "layer": 1.05, "rms": 1.05}
+#: ours / native, at most (issue 18: a masked batch norm needs the native kernel's passes; the per-step and
+#: renormalizing ones a few elementwise ops more)
+TARGETS = {
+    "batch_masked": 1.0,
+    "batch": 1.05,
+    "layer": 1.02,
+    "rms": 1.02,
+    "batch_step": 2.0,
+    "power": 1.5,
+    "batch_renorm": 1.5,
+}
 #: norms whose statistics come from the real tokens only: their native equivalent runs on the packed tokens
 PACKED = ("batch_masked", "batch_step", "power", "batch_renorm")
 #: fused forward + backward moves x, y, dy, x, dx once each: the traffic the bandwidth figure assumes
