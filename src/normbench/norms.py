@@ -281,9 +281,9 @@ class _BatchStatNorm(SequenceNorm):
         count = reduce(weight.sum(0))[:, None]  # [T, 1]
         if self.small_batch == "error" and bool((count < 2).any()):
             raise self._too_few(int(count.min()))
-        mean = reduce(torch.einsum("bt,btc->tc", weight, x)) / count.clamp_min(1)  # [T, C]
+        mean = reduce((x * weight[..., None]).sum(0)) / count.clamp_min(1)  # [T, C]
         centred = x - mean
-        var = reduce(torch.einsum("bt,btc->tc", weight, centred * centred)) / count.clamp_min(1)
+        var = reduce((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
         usable = count >= 2
         run_mean, run_var = self._running_before_steps(mean, var, count, usable.squeeze(-1))
         if self.fluctuation is not None:
@@ -393,44 +393,61 @@ class StepBatchNorm(_BatchStatNorm):
         x3 = x[:, None] if per_step else x.reshape(x.shape[0], -1, self.num_features)
         if mask is None:
             mask = x.new_ones(x.shape[:-1], dtype=torch.bool)
-        m3 = (mask[:, None] if per_step else mask.reshape(x3.shape[:2]))[..., None].to(x.dtype)
-        x3 = torch.where(m3 > 0, x3, 0.0)  # padding values (even NaN) never enter sums or outputs
-        positions = torch.arange(x3.shape[1], device=x.device) + (step or 0)
-        if self.beyond == "error" and int(positions[-1]) >= self.max_steps:
+        real = mask[:, None] if per_step else mask.reshape(x3.shape[:2])  # [B, T]
+        x3 = torch.where(real[..., None], x3, 0.0)  # padding values (even NaN) never enter sums or outputs
+        first, length = step or 0, x3.shape[1]
+        if self.beyond == "error" and first + length > self.max_steps:
             raise BatchStatisticsError(
                 f"norm=batch_step has running statistics for {self.max_steps} steps, got step "
-                f"{int(positions[-1])}; raise norm.max_steps or use norm.beyond=last (reuse the last step's)"
+                f"{first + length - 1}; raise norm.max_steps or use norm.beyond=last (reuse the last step's)"
             )
-        index = positions.clamp(max=self.max_steps - 1)
+        index = (torch.arange(length, device=x.device) + first).clamp(max=self.max_steps - 1)
         run_mean, run_var = self.running_mean[index], self.running_var[index]  # [T, C]
-        mean, var = run_mean, run_var
-        if self.training:
-            self._use_batch_stats(x3[m3.amax(dim=1).squeeze(-1).bool(), 0])  # one row per real sequence
-            count = all_reduce_sum(m3.sum(0))  # [T, 1]
-            batch_mean = all_reduce_sum((x3 * m3).sum(0)) / count.clamp_min(1)
-            batch_var = all_reduce_sum(((x3 - batch_mean) * m3).pow(2).sum(0)) / count.clamp_min(1)
-            usable = count >= 2
-            mean = torch.where(usable, batch_mean, run_mean)
-            var = torch.where(usable, batch_var, run_var)
-            tracked = usable.squeeze(-1) & (positions < self.max_steps)
-            if tracked.any():
-                self._record(batch_mean[tracked], batch_var[tracked], run_mean[tracked], run_var[tracked])
-                self._update_steps(index[tracked], batch_mean[tracked], batch_var[tracked], count[tracked])
-        out = self._affine((x3 - mean) * torch.rsqrt(var + self.eps)) * m3
+        weight = real.to(x3.dtype)
+        if not self.training:
+            return self._finish(x3, torch.rsqrt(run_var + self.eps), -run_mean, weight, per_step, x)
+        if self.small_batch == "error":
+            self._use_batch_stats(x3[real.any(1), 0])  # one row per real sequence
+        count = all_reduce_sum(weight.sum(0))[:, None]  # [T, 1]
+        mean = all_reduce_sum((x3 * weight[..., None]).sum(0)) / count.clamp_min(1)
+        centred = x3 - mean
+        var = all_reduce_sum((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
+        usable = count >= 2
+        tracked = max(0, min(length, self.max_steps - first))  # the positions with running statistics of their own
+        if self.fluctuation is not None:
+            kept = usable[:tracked, 0]
+            self._record(mean[:tracked][kept], var[:tracked][kept], run_mean[:tracked][kept], run_var[:tracked][kept])
+        if self.update_running and tracked:
+            self._update_steps(slice(first, first + tracked), mean[:tracked], var[:tracked], count[:tracked])
+        # a position without batch statistics normalizes x - running mean = centred + (mean - running mean)
+        scale = torch.rsqrt(torch.where(usable, var, run_var) + self.eps)
+        shift = torch.where(usable, 0.0, mean - run_mean)
+        return self._finish(centred, scale, shift, weight, per_step, x)
+
+    def _finish(
+        self, centred: Tensor, scale: Tensor, shift: Tensor, weight: Tensor, per_step: bool, x: Tensor
+    ) -> Tensor:
+        """``(centred + shift) * scale``, then the affine map and the padding zeroed, in one pass over ``[B, T, C]``."""
+        if self.weight is not None:
+            scale = scale * self.weight
+        offset = shift * scale + (self.bias if self.bias is not None else 0.0)
+        out = torch.addcmul(offset, centred, scale) * weight[..., None]
         return out[:, 0] if per_step else out.view_as(x)
 
     def normalize_steps(self, x: Tensor, mask: Tensor) -> Tensor:
         """Steps ``0 .. T-1`` at once: the ``[B, T, C]`` path is per position, the same as T per-step calls."""
         return self(x, mask)
 
-    def _update_steps(self, index: Tensor, mean: Tensor, var: Tensor, count: Tensor) -> None:
-        if not self.update_running:
-            return
-        with torch.no_grad():
-            unbiased = var * (count / (count - 1))
-            self.running_mean[index] = torch.lerp(self.running_mean[index], mean.detach(), self.momentum)
-            self.running_var[index] = torch.lerp(self.running_var[index], unbiased.detach(), self.momentum)
-            self.num_batches_tracked.add_(1)
+    @torch.no_grad()
+    def _update_steps(self, steps: slice, mean: Tensor, var: Tensor, count: Tensor) -> None:
+        """The running statistics of ``steps`` move towards the batch's, where the batch had two or more values
+        (elsewhere they stay): a ``where``, not a boolean index, so that no call waits for the device."""
+        usable = count >= 2
+        unbiased = var * (count / (count - 1).clamp_min(1))
+        for buffer, stat in ((self.running_mean, mean), (self.running_var, unbiased)):
+            old = buffer[steps]
+            buffer[steps] = torch.where(usable, torch.lerp(old, stat.detach().to(old.dtype), self.momentum), old)
+        self.num_batches_tracked.add_(usable.any().long())
 
 
 class _PowerNormFunction(torch.autograd.Function):
