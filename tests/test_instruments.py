@@ -83,6 +83,18 @@ def test_causal_leak_probe_in_a_causal_transformer(norm: str, leaks: bool) -> No
     assert leak > 1e-4 if leaks else leak == 0.0
 
 
+def test_the_probes_refuse_too_short_sequences_and_measure_nothing_past_the_end() -> None:
+    from normbench.instruments.probes import length_dependence
+
+    model = _transformer("batch_step", causal=True)
+    tokens, _ = _batch(4, 6, seed=2, ragged=False)
+    with pytest.raises(ValueError, match=r"^probe sequences have 6 tokens, need more than 6$"):
+        causal_leak(model, tokens, position=4, offset=2, vocab_size=VOCAB)
+    mask = torch.ones(tokens.shape, dtype=torch.bool)
+    # nothing lies at or past length 6 of 6-token sequences: no difference to measure, exactly 0
+    assert length_dependence(model, [(tokens, mask)], tokens, mask, length=6) == 0.0
+
+
 @pytest.fixture
 def one_thread():
     """Many tiny forward passes: one torch thread (two threads on two busy cores are ~30x slower here)."""

@@ -196,9 +196,12 @@ def test_recurrent_cells_give_per_step_norms_their_time_step(kind: str) -> None:
     assert updated[:6].all() and not updated[6:].any()
 
 
+MODES = ["train", "train, fluctuation meter", "train, fluctuation meter, no running update", "eval"]
+
+
 @pytest.mark.parametrize("cell", [NormLSTMLayer, NormGRULayer])
 @pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step"])
-@pytest.mark.parametrize("mode", ["train", "train, fluctuation meter, no running update", "eval"])
+@pytest.mark.parametrize("mode", MODES)
 def test_the_input_side_normalized_for_all_steps_at_once_equals_one_call_per_step(cell, norm: str, mode: str) -> None:
     """The hoisted input-side norm (``normalize_steps``) against the per-step calls it replaces: outputs, every
     gradient, the running statistics and the fluctuation record, with lengths [9, 7, 5, 2, 1]: steps 5-6 have two
@@ -223,8 +226,8 @@ def test_the_input_side_normalized_for_all_steps_at_once_equals_one_call_per_ste
     meters = []
     for layer in (hoisted, per_step):
         layer.train(mode != "eval")
-        if mode.startswith("train, fluctuation"):
-            layer.norm_input.update_running = False
+        if mode.startswith("train, fluctuation"):  # the meter reads the running statistics in force at each step
+            layer.norm_input.update_running = not mode.endswith("no running update")
             layer.norm_input.fluctuation = FluctuationMeter()
             meters.append(layer.norm_input.fluctuation)
     outputs, grads = [], []

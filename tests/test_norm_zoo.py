@@ -107,6 +107,24 @@ def test_step_batch_norm_called_per_step_equals_called_on_the_sequence() -> None
     torch.testing.assert_close(stepwise.running_var, whole.running_var, **TOL)
 
 
+def test_step_batch_norm_at_a_step_with_one_real_value_uses_and_keeps_its_running_statistics() -> None:
+    """Training, lengths [3, 1]: steps 1-2 have one real sequence, no batch statistics; they are normalized with
+    their own running statistics, by hand, and those stay as they were (step 0 moves)."""
+    norm = StepBatchNorm(C, max_steps=3, small_batch="running").train()
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.arange(3.0)[:, None] + torch.linspace(0, 1, C))
+        norm.running_var.copy_(torch.arange(1.0, 4.0)[:, None].expand(3, C))
+    before_mean, before_var = norm.running_mean.clone(), norm.running_var.clone()
+    x, mask = _padded([3, 1], 3)
+    out = norm(x, mask)
+    for t in (1, 2):
+        expected = (x[0, t] - before_mean[t]) / torch.sqrt(before_var[t] + norm.eps)
+        torch.testing.assert_close(out[0, t], expected, **TOL)
+    torch.testing.assert_close(norm.running_mean[1:], before_mean[1:], atol=0, rtol=0)
+    torch.testing.assert_close(norm.running_var[1:], before_var[1:], atol=0, rtol=0)
+    assert not torch.equal(norm.running_mean[0], before_mean[0])
+
+
 def test_step_batch_norm_beyond_max_steps_reuses_the_last_steps_statistics_or_refuses() -> None:
     norm = StepBatchNorm(C, max_steps=3)
     norm.running_mean.copy_(torch.arange(3.0)[:, None].expand(3, C))
