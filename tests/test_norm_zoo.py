@@ -223,6 +223,15 @@ def test_batch_renorm_relaxation_schedule() -> None:
     assert norm.clip_limits(0) == (1.0, 0.0) and norm.clip_limits(100) == (1.0, 0.0)
     assert norm.clip_limits(300) == pytest.approx((2.0, 4.0))
     assert norm.clip_limits(10_000) == (3.0, 5.0)
+    defaults = BatchRenorm(C)  # the same schedule is the default: fully relaxed exactly at step 100 + 400
+    assert defaults.clip_limits(350) == (2.25, 5.0) and defaults.clip_limits(500) == (3.0, 5.0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.5])
+def test_a_momentum_outside_0_1_is_refused_in_one_line(momentum: float) -> None:
+    with pytest.raises(ConfigError) as err:
+        BatchRenorm(C, momentum=momentum)
+    assert str(err.value) == f"norm.momentum={momentum} is out of range; accepted: 0 < momentum <= 1"
 
 
 # --- what every batch-statistic norm must do -------------------------------------------------------
