@@ -57,8 +57,11 @@ def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: 
         (m, n) for m in ("transformer", "gru") for n in ("layer", "batch_masked")
     }
     assert tables["sweep"]["rows"][0]["runs"] == 1 and tables["sweep"]["rows"][0]["ok"] == 1
-    phases = {row["phase"] for row in tables["sweep_phases"]["rows"]}
-    assert {"job: fit", "job: eval", "job: logger", "outside jobs (Python start, Hydra)"} <= phases
+    phases = {row["phase"]: row for row in tables["sweep_phases"]["rows"]}
+    assert {"job: fit", "job: eval", "job: logger", "outside jobs (Python start, Hydra)"} <= set(phases)
+    fixed = tables["sweep"]["rows"][1]  # every phase's seconds but training's, per run: the fixed cost
+    outside_fit = sum(row["total s"] for name, row in phases.items() if name != "job: fit")
+    assert fixed["target"] == "<= 2.5 s per run" and fixed["s per run"] == pytest.approx(outside_fit)
 
 
 def test_scaleout_section_times_each_variant_from_real_jobs(mr_file: Path, tmp_path: Path) -> None:
