@@ -112,7 +112,7 @@ def sweep_cost(overrides: list[str], data_overrides: list[str], out_dir: Path) -
             "runs": runs,
             "ok": ok,
             "wall s": workers * wall - totals["fit"],
-            "CPU s": None,
+            "CPU s": "-",
             "s per run": fixed,
             "40 runs at this rate s": TARGET_RUNS * fixed,
             "target": f"<= {TARGET_FIXED_S} s per run",
