@@ -22,9 +22,9 @@ from typing import Any
 
 from normbench.bench.tables import Table, markdown
 from normbench.data.base import resolve_cache_dir
-from normbench.data.fetch import files_digest, sha256_of
-from normbench.data.mr import FILE_NAME, MEMBER_SHA256, MRPolarityDataModule
-from normbench.data.shakespeare import SDIST_VERSION, WORK_SUFFIX, WORKS_DIGEST, ShakespeareCharDataModule
+from normbench.data.fetch import FILES_MARKER, files_cached, files_digest, member_cached
+from normbench.data.mr import MEMBER_SHA256, MRPolarityDataModule
+from normbench.data.shakespeare import WORK_SUFFIX, WORKS_DIGEST, ShakespeareCharDataModule
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CACHE = ROOT / ".cache" / "normbench"
@@ -34,27 +34,30 @@ ENTRY_METRIC = "test/bpc@len=512"
 
 def data_paths(cache: Path) -> dict[str, Path]:
     """Where the data modules look for their files under a cache folder (``$NORMBENCH_CACHE``)."""
-    return {"mr": cache / "data" / FILE_NAME, "shakespeare_char": cache / "data" / f"shakespeare-{SDIST_VERSION}"}
+    return {
+        "mr": MRPolarityDataModule(cache_dir=str(cache)).data_file,
+        "shakespeare_char": ShakespeareCharDataModule(cache_dir=str(cache)).data_dir,
+    }
 
 
 def offline_problems(cache: Path) -> list[str]:
-    """What would make a data module reach for pip under ``cache``; empty when both data sets are in place."""
+    """What would make a data module reach for pip under ``cache`` (``fetch.member_cached``/``files_cached``,
+    and the works' own digest besides their marker); empty when both data sets are in place."""
     paths = data_paths(cache)
     problems = []
     mr = paths["mr"]
     if not mr.is_file():
         problems.append(f"{mr}: missing")
-    elif sha256_of(mr) != MEMBER_SHA256:
+    elif not member_cached(mr, MEMBER_SHA256):
         problems.append(f"{mr}: sha256 differs from the pinned {MEMBER_SHA256}")
     works = paths["shakespeare_char"]
     files = {p.name: p.read_bytes() for p in works.glob(f"*{WORK_SUFFIX}")} if works.is_dir() else {}
-    marker = works / ".sha256"
     if not files:
         problems.append(f"{works}: no *{WORK_SUFFIX} files")
     elif files_digest(files) != WORKS_DIGEST:
         problems.append(f"{works}: the works' digest differs from the pinned {WORKS_DIGEST}")
-    elif not marker.is_file() or marker.read_text().strip() != WORKS_DIGEST:
-        problems.append(f"{marker}: missing (the data module would fetch again without it)")
+    elif not files_cached(works, WORKS_DIGEST):
+        problems.append(f"{works / FILES_MARKER}: missing (the data module would fetch again without it)")
     return problems
 
 

