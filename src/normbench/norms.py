@@ -11,6 +11,7 @@ that op does the work (speed, and agreement by design).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -276,28 +277,46 @@ class _BatchStatNorm(SequenceNorm):
                 self.eps,
             ).view_as(x)
             return out.to(dtype)
-        weight = real.to(x.dtype)  # [B, T]
         reduce = all_reduce_sum if self.sync else (lambda tensor: tensor)
-        count = reduce(weight.sum(0))[:, None]  # [T, 1]
+        count, mean, centred, var = self._moments_per_step(x, real.to(x.dtype), reduce)
         if self.small_batch == "error" and bool((count < 2).any()):
             raise self._too_few(int(count.min()))
-        mean = reduce((x * weight[..., None]).sum(0)) / count.clamp_min(1)  # [T, C]
-        centred = x - mean
-        var = reduce((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
         usable = count >= 2
         run_mean, run_var = self._running_before_steps(mean, var, count, usable.squeeze(-1))
         if self.fluctuation is not None:
             for t in usable.squeeze(-1).nonzero().squeeze(1).tolist():
                 self._record(mean[t], var[t], run_mean[t], run_var[t])
-        # one pass: centred * scale + offset, [T, C] factors; a step without batch statistics normalizes
-        # x - running mean = centred + (mean - running mean), the second term folded into its offset
-        scale = torch.rsqrt(torch.where(usable, var, run_var) + self.eps)
+        return self._normalized_per_step(centred, mean, var, run_mean, run_var, usable).to(dtype)
+
+    @staticmethod
+    def _moments_per_step(
+        x: Tensor, weight: Tensor, reduce: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Count ``[T, 1]``, mean and biased variance ``[T, C]`` over the batch at each step of ``x[B, T, C]``
+        (``weight[B, T]``: 1 where a value counts), and ``x - mean``; ``reduce`` sums over processes or not."""
+        count = reduce(weight.sum(0))[:, None]
+        mean = reduce((x * weight[..., None]).sum(0)) / count.clamp_min(1)
+        centred = x - mean
+        var = reduce((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
+        return count, mean, centred, var
+
+    def _normalized_per_step(
+        self, centred: Tensor, mean: Tensor, var: Tensor, run_mean: Tensor, run_var: Tensor, usable: Tensor
+    ) -> Tensor:
+        """Each step normalized with its batch statistics where ``usable``, else with the running ones, then the
+        affine map: one addcmul pass, ``centred * scale + offset`` with ``[T, C]`` factors (``x - running mean``
+        is ``centred + (mean - running mean)``, the second term folded into the offset)."""
+        return self._scaled(centred, torch.where(usable, var, run_var), torch.where(usable, 0.0, mean - run_mean))
+
+    def _scaled(self, centred: Tensor, var: Tensor, shift: Tensor) -> Tensor:
+        """``(centred + shift) / sqrt(var + eps)``, then the affine map, in one pass over ``centred``."""
+        scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
-        offset = torch.where(usable, 0.0, mean - run_mean) * scale
+        offset = shift * scale
         if self.bias is not None:
             offset = offset + self.bias
-        return torch.addcmul(offset, centred, scale).to(dtype)
+        return torch.addcmul(offset, centred, scale)
 
     @torch.no_grad()
     def _running_before_steps(self, mean: Tensor, var: Tensor, count: Tensor, usable: Tensor) -> tuple[Tensor, Tensor]:
@@ -405,13 +424,11 @@ class StepBatchNorm(_BatchStatNorm):
         run_mean, run_var = self.running_mean[index], self.running_var[index]  # [T, C]
         weight = real.to(x3.dtype)
         if not self.training:
-            return self._finish(x3, torch.rsqrt(run_var + self.eps), -run_mean, weight, per_step, x)
+            out = self._scaled(x3, run_var, -run_mean)
+            return self._zero_padding(out, weight, per_step, x)
         if self.small_batch == "error":
             self._use_batch_stats(x3[real.any(1), 0])  # one row per real sequence
-        count = all_reduce_sum(weight.sum(0))[:, None]  # [T, 1]
-        mean = all_reduce_sum((x3 * weight[..., None]).sum(0)) / count.clamp_min(1)
-        centred = x3 - mean
-        var = all_reduce_sum((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
+        count, mean, centred, var = self._moments_per_step(x3, weight, all_reduce_sum)
         usable = count >= 2
         tracked = max(0, min(length, self.max_steps - first))  # the positions with running statistics of their own
         if self.fluctuation is not None:
@@ -419,19 +436,12 @@ class StepBatchNorm(_BatchStatNorm):
             self._record(mean[:tracked][kept], var[:tracked][kept], run_mean[:tracked][kept], run_var[:tracked][kept])
         if self.update_running and tracked:
             self._update_steps(slice(first, first + tracked), mean[:tracked], var[:tracked], count[:tracked])
-        # a position without batch statistics normalizes x - running mean = centred + (mean - running mean)
-        scale = torch.rsqrt(torch.where(usable, var, run_var) + self.eps)
-        shift = torch.where(usable, 0.0, mean - run_mean)
-        return self._finish(centred, scale, shift, weight, per_step, x)
+        out = self._normalized_per_step(centred, mean, var, run_mean, run_var, usable)
+        return self._zero_padding(out, weight, per_step, x)
 
-    def _finish(
-        self, centred: Tensor, scale: Tensor, shift: Tensor, weight: Tensor, per_step: bool, x: Tensor
-    ) -> Tensor:
-        """``(centred + shift) * scale``, then the affine map and the padding zeroed, in one pass over ``[B, T, C]``."""
-        if self.weight is not None:
-            scale = scale * self.weight
-        offset = shift * scale + (self.bias if self.bias is not None else 0.0)
-        out = torch.addcmul(offset, centred, scale) * weight[..., None]
+    @staticmethod
+    def _zero_padding(out: Tensor, weight: Tensor, per_step: bool, x: Tensor) -> Tensor:
+        out = out * weight[..., None]
         return out[:, 0] if per_step else out.view_as(x)
 
     def normalize_steps(self, x: Tensor, mask: Tensor) -> Tensor:
