@@ -203,9 +203,9 @@ def run(args: argparse.Namespace) -> list[Table]:
         rows = lightning_overhead(cfg, datamodule, device, plan.lightning_steps, plan.warmup, plan.lightning_rounds)
         model, norm = (c._target_.rsplit(".", 1)[-1] for c in (cfg.model, cfg.norm))
         tables.append(Table("lightning_overhead", f"1. Lightning overhead ({model}, {norm})", rows, note))
+    if "norms" in sections or "recurrent" in sections:  # both take the default data's first batch's padding
+        lengths = next(iter(datamodule.train_dataloader()))[1].sum(1)
     if "norms" in sections:
-        tokens, mask, _ = next(iter(datamodule.train_dataloader()))
-        lengths = mask.sum(1)
         channels = int(cfg.model.get("d_model") or cfg.model.get("hidden_size"))
         bandwidth = device.type == "cuda" or args.smoke or bool(args.large)  # the large case: asked for, or a GPU
         rows = norm_cost(
@@ -231,9 +231,8 @@ def run(args: argparse.Namespace) -> list[Table]:
             note_norms = note
         tables.append(Table("norm_cost", "2. Norm cost: forward + backward vs the native kernel", rows, note_norms))
     if "recurrent" in sections:
-        tokens, mask, _ = next(iter(datamodule.train_dataloader()))
         cells = [m for m in plan.models if m in CELLS] or list(CELLS)
-        rows = recurrent_cost(cells, names, mask.sum(1), overrides, device, plan.norm_rounds, plan.norm_block_s)
+        rows = recurrent_cost(cells, names, lengths, overrides, device, plan.norm_rounds, plan.norm_block_s)
         rec_note = (
             f"{note} The default data's first batch (its lengths), model=<cell> sizes; the reference is fed a "
             "pack_padded_sequence (packing and unpacking timed with it); the gradient is zero at padding."
