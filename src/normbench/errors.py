@@ -71,15 +71,19 @@ def _causes(err: BaseException | None) -> list[BaseException]:
     return chain
 
 
+def _ours(err: BaseException | None) -> NormbenchError | None:
+    """The `NormbenchError` in ``err``'s chain of causes, if any."""
+    return next((e for e in _causes(err) if isinstance(e, NormbenchError)), None)
+
+
 def user_error(err: BaseException | None) -> NormbenchError | None:
     """The `NormbenchError` behind ``err``, if any: Hydra's ``instantiate`` wraps errors raised in
     constructors (``data.batch_size=0``) in its own exception, with the user's error as the cause.
     Lightning refusing a Trainer argument (``_raised_in_lightning``) is a user error too."""
-    chain = _causes(err)
-    ours = next((e for e in chain if isinstance(e, NormbenchError)), None)
+    ours = _ours(err)
     if ours is not None:
         return ours
-    refused = next((e for e in chain if _raised_in_lightning(e)), None)
+    refused = next((e for e in _causes(err) if _raised_in_lightning(e)), None)
     return ConfigError(f"Lightning refused the config: {one_line(refused)}") if refused else None
 
 
@@ -90,7 +94,7 @@ def instantiating(section: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        if any(isinstance(e, NormbenchError) for e in _causes(err)) or type(err).__name__ != "InstantiationException":
+        if _ours(err) is not None or type(err).__name__ != "InstantiationException":
             raise
         reason = one_line(err.__cause__) if err.__cause__ is not None else one_line(err)
         target = str(err).splitlines()[0].removeprefix("Error in call to target ").rstrip(":")
