@@ -20,6 +20,7 @@ from normbench.instruments.callbacks import (
     Instrument,
     NonFiniteGuard,
     TrainEvalGap,
+    all_finite,
 )
 from normbench.instruments.probes import batch_statistics_mode, causal_leak, first_non_finite_module, partner_dependence
 from normbench.models.rnn import RecurrentEncoder
@@ -235,6 +236,22 @@ def test_non_finite_guard_names_the_first_parameter_with_a_non_finite_gradient(b
     model[1].weight.grad[1, 2] = bad
     with pytest.raises(NonFiniteError, match=r"non-finite gradient at step 7 \(epoch 1\) in layer 1.weight;"):
         NonFiniteGuard().on_after_backward(trainer, model)
+
+
+def test_all_finite_checks_every_value_of_every_dtype_and_changes_none() -> None:
+    """The guard's one-sync check (PyTorch's AMP non-finite kernel at an unscale factor of 1): the extremes of
+    float32 and the smallest subnormal are finite, a NaN or inf anywhere in any dtype group is not, and the
+    checked values come back bit for bit."""
+    finite = [torch.tensor([3.4e38, -3.4e38, -0.0, 1e-45]), torch.ones(5, dtype=torch.float64)]
+    finite.append(torch.zeros(3).bfloat16())
+    before = [t.clone() for t in finite]
+    assert all_finite(finite)
+    assert all(torch.equal(t, b) and t.dtype == b.dtype for t, b in zip(finite, before, strict=True))
+    for group in range(3):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            poisoned = [t.clone() for t in finite]
+            poisoned[group][-1] = bad
+            assert not all_finite(poisoned), (group, bad)
 
 
 def test_an_instrument_that_logs_an_undeclared_key_stops_at_once():

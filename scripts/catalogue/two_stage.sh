@@ -3,7 +3,8 @@
 # stages, then its report:
 #   1. the entry's sweep with its first seed only: every grid value of every cell (setting x norm);
 #   2. each cell's value chosen on validation (python -m normbench.report.selection), run again with the entry's
-#      other seeds only, JOBS at a time (default 2).
+#      other seeds only: one multirun per cell whose seeds run one after another in one process (so a job pays
+#      no interpreter, import and data start: about 5 s each on 2 cores), JOBS cells at a time (default 2).
 #   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages (seed=0,1,2,3,4: the seeds)
 # The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
 # play no part in the choice. The exit code is the first failure's.
@@ -26,7 +27,8 @@ for arg in "$@"; do [[ $arg == *,* ]] || single+=("$arg"); done
 [[ $seeds =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "error: $name: no seeds to run (got '$seeds'); pass seed=0,1,2" >&2; exit 2; }
 seeds=${seeds//,/ }
 first=${seeds%% *}
-rest=${seeds#"$first"}
+read -r -a rest <<< "${seeds#"$first"}"
+printf -v later '%s,' "${rest[@]}"
 python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "seed=$first"
 status=$?
 echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
@@ -34,20 +36,20 @@ python -m normbench.report.selection "$dir/stage1" > "$dir/stage2_cells.txt" || 
 mkdir -p "$dir/stage2"
 : > "$dir/stage2_jobs.sh"
 i=0
-while read -r cell; do
+while [[ ${#rest[@]} -gt 0 ]] && read -r cell; do
   keys=" "
   for override in $cell; do keys+="${override%%=*} "; done
-  keep=()  # the given overrides, less those the cell sets (a swept norm=a,b gives way to the cell's norm)
-  for arg in "$@"; do [[ $keys == *" ${arg%%=*} "* ]] || keep+=("$arg"); done
-  for seed in $rest; do
-    run="$dir/stage2/${i}_seed${seed}"
-    # shellcheck disable=SC2086  # a cell is several overrides
-    given=""  # the kept overrides, quoted; none at all must not become an empty '' argument
-    [[ ${#keep[@]} -eq 0 ]] || given=$(printf '%q ' "${keep[@]}")
-    printf 'python %q %q %s %s seed=%s %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" "experiment=$name" "$cell" \
-      "$given" "$seed" "hydra.run.dir=$run" "$run.log" "$run.log" >> "$dir/stage2_jobs.sh"
-    i=$((i + 1))
+  keep=()  # the given overrides, less those the cell sets (a swept norm=a,b gives way to the cell's norm) and the
+  for arg in "$@"; do  # launcher's: each cell's seeds run one after another in one process (hydra/launcher=basic)
+    [[ $keys == *" ${arg%%=*} "* || $arg == hydra/launcher=* || $arg == hydra.launcher.* ]] || keep+=("$arg")
   done
+  given=""  # the kept overrides, quoted; none at all must not become an empty '' argument
+  [[ ${#keep[@]} -eq 0 ]] || given=$(printf '%q ' "${keep[@]}")
+  # shellcheck disable=SC2086  # a cell is several overrides
+  printf 'python %q -m %q %s %s seed=%s hydra/launcher=basic %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" \
+    "experiment=$name" "$cell" "$given" "${later%,}" "hydra.sweep.dir=$dir/stage2/$i" "$dir/stage2/$i.log" \
+    "$dir/stage2/$i.log" >> "$dir/stage2_jobs.sh"
+  i=$((i + 1))
 done < "$dir/stage2_cells.txt"
 xargs -P "$jobs" -d '\n' -I{} bash -c {} < "$dir/stage2_jobs.sh" || status=$?
 echo "$name: both stages finished in $((SECONDS - start)) s (exit $status): $dir"
