@@ -148,6 +148,30 @@ def test_one_value_per_channel_is_a_clear_error(name: str) -> None:
         norm(x, mask)
 
 
+def test_synced_count_of_values_is_the_sum_over_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under sync the "fewer than two values" rule counts every process's rows: one row here and one on an
+    identical twin process (a fake two-process all-reduce: the sum doubles) is two, so batch statistics are
+    used; alone (one process) the same row is an error. The slow DDP tests run real processes, never with one
+    row on a rank."""
+    import normbench.distributed as distributed
+    import normbench.norms as norms
+
+    def twin_all_reduce(tensor: torch.Tensor) -> None:
+        tensor.mul_(2)
+
+    norm = norm_factory("batch", sync=True)(C).train()
+    row = torch.randn(1, C)
+    with pytest.raises(BatchStatisticsError, match="got 1 real value per channel"):
+        norm(row, None)
+    monkeypatch.setattr(norms, "distributed_world", lambda: True)
+    monkeypatch.setattr(norms.dist, "all_reduce", twin_all_reduce)
+    monkeypatch.setattr(distributed, "distributed_world", lambda: True)
+    monkeypatch.setattr("torch.distributed.nn.functional.all_reduce", lambda tensor: tensor * 2)
+    out = norm(row, None)  # two equal rows overall: mean = the row, variance 0
+    torch.testing.assert_close(out, torch.zeros_like(row) + norm.bias, **TOL)
+    assert norm.num_batches_tracked.item() == 1
+
+
 def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:
     norm = recurrent(norm_factory("batch_masked"))(C).train()
     norm.running_mean.fill_(1.0)
