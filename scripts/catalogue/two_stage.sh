@@ -46,9 +46,9 @@ while [[ ${#rest[@]} -gt 0 ]] && read -r cell; do
   given=""  # the kept overrides, quoted; none at all must not become an empty '' argument
   [[ ${#keep[@]} -eq 0 ]] || given=$(printf '%q ' "${keep[@]}")
   # shellcheck disable=SC2086  # a cell is several overrides
-  printf 'python %q -m %q %s %s seed=%s hydra/launcher=basic %q > %q 2>&1 && tail -n 1 %q\n' "$root/train.py" \
-    "experiment=$name" "$cell" "$given" "${later%,}" "hydra.sweep.dir=$dir/stage2/$i" "$dir/stage2/$i.log" \
-    "$dir/stage2/$i.log" >> "$dir/stage2_jobs.sh"
+  printf 'python %q -m %q %s %s seed=%s hydra/launcher=basic %q > %q 2>&1; code=$?; echo %q "$(tail -n 1 %q)"; exit $code\n' \
+    "$root/train.py" "experiment=$name" "$cell" "$given" "${later%,}" "hydra.sweep.dir=$dir/stage2/$i" \
+    "$dir/stage2/$i.log" "$name: stage 2, $cell (seeds ${later%,}):" "$dir/stage2/$i.log" >> "$dir/stage2_jobs.sh"
   i=$((i + 1))
 done < "$dir/stage2_cells.txt"
 xargs -P "$jobs" -d '\n' -I{} bash -c {} < "$dir/stage2_jobs.sh" || status=$?
