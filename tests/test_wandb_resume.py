@@ -60,7 +60,9 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
         *TINY,
         "norm=batch_masked",
         "callbacks=none",  # the instruments' summary is the sweep test's
-        "trainer.max_epochs=3",  # 60 steps: enough that an idle machine cannot finish before the kill
+        # 400 steps: the kill waits for the first checkpoint (step 10) and two W&B writes 0.2 s apart; a tiny model's
+        # step takes a few ms, so with 60 steps a fast machine sometimes finished training before the kill (seen twice)
+        "trainer.max_epochs=20",
         "++trainer.limit_train_batches=20",
         "trainer.log_every_n_steps=1",  # every step reaches W&B
         "checkpoint.every_n_steps=10",
@@ -72,7 +74,7 @@ def test_killed_and_resumed_job_is_one_wandb_run_whose_steps_continue(mr_file: P
     run_id = (run_dir / "wandb" / "run_id").read_text().strip()
     train([*args, "resume=true"], tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
-    steps_total = 3 * 20
+    steps_total = 20 * 20
     assert results["resumed_from"] and results["global_step"] == steps_total
 
     segments = sorted((run_dir / "wandb").glob("offline-run-*"))  # the killed start, then the resumed one
