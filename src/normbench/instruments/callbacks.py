@@ -329,10 +329,10 @@ class NonFiniteGuard(Callback):
 
 
 def all_finite(tensors: list[Tensor]) -> bool:
-    """Whether every value is finite, with one host sync: the fused non-finite check of PyTorch's AMP
-    (``GradScaler``'s, here with an unscale factor of exactly 1, so the values are unchanged). A max-|g| by
-    ``_foreach_norm(ord=inf)`` was 1.6 ms a step on a CPU for an 8000x64 embedding (the kernel is not
-    vectorized there), 50 us this way; one check per tensor costs a sync each (slow on a GPU)."""
+    """Whether every value is finite, with one host sync per device and dtype: the fused non-finite check of
+    PyTorch's AMP (``GradScaler``'s, here with an unscale factor of exactly 1, so the values are unchanged).
+    A max-|g| by ``_foreach_norm(ord=inf)`` was 1.6 ms a step on a CPU for an 8000x64 embedding (the kernel
+    is not vectorized there), 50 us this way; one check per tensor costs a sync each (slow on a GPU)."""
     groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for tensor in tensors:
         groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
