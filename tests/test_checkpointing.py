@@ -57,3 +57,33 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteError, match=r"non-finite weights in bias after step 7"):
         callback._save_checkpoint(trainer, str(tmp_path / "last.ckpt"))
     assert len(saved) == 1 and (tmp_path / "last.ckpt").read_bytes() == b"ckpt"
+
+
+def test_random_state_checkpoint_restores_torch_and_python_generators() -> None:
+    """A resume draws the dropout masks and Python numbers the uninterrupted run would have drawn."""
+    import random
+
+    from normbench.run.checkpointing import RandomStateCheckpoint
+
+    keeper = RandomStateCheckpoint()
+    torch.manual_seed(3)
+    random.seed(3)
+    state = keeper.state_dict()
+    expected = (torch.rand(4), random.random())
+    torch.manual_seed(99)
+    random.seed(99)
+    keeper.load_state_dict(state)
+    got = (torch.rand(4), random.random())
+    assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
+
+
+@pytest.mark.parametrize("every", [1, 7])
+def test_periodic_checkpoints_keep_last_ckpt_only_at_every_positive_interval(tmp_path: Path, every: int) -> None:
+    """Every n >= 1 steps: last.ckpt and the RNG keeper, no numbered top-k files beside it; 0 turns both off."""
+    from normbench.run.checkpointing import RandomStateCheckpoint, checkpoint_callbacks
+
+    callbacks = checkpoint_callbacks(tmp_path, every, save_best=False)
+    (periodic,) = [c for c in callbacks if isinstance(c, AtomicModelCheckpoint)]
+    assert (periodic.save_last, periodic.save_top_k, periodic._every_n_train_steps) == (True, 0, every)
+    assert any(isinstance(c, RandomStateCheckpoint) for c in callbacks)
+    assert checkpoint_callbacks(tmp_path, 0, save_best=False) == []

@@ -280,3 +280,37 @@ def test_the_declarations_cover_what_the_instruments_log():
     assert GRAD_NORMS.declares("grad_norm/encoder") and GRAD_NORMS.declares("grad_norm/max_total")
     assert TRAIN_EVAL_GAP.declares("val/bpt_batch_stats") and not TRAIN_EVAL_GAP.declares("val/bpc")
     assert not declared("val/acc") and not declared("train/loss")
+
+
+def test_a_probe_gap_with_a_non_finite_output_on_either_side_is_inf() -> None:
+    """One NaN or inf among the real tokens of either output makes the gap inf (never NaN, never a number)."""
+    from normbench.instruments.probes import _real_gap
+
+    finite, mask = torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [True, False, False]])
+    assert _real_gap(finite, finite + 0.5, mask) == 0.5
+    for bad in (float("nan"), float("inf")):
+        poisoned = finite.clone()
+        poisoned[0, 1, 2] = bad
+        assert _real_gap(finite, poisoned, mask) == math.inf and _real_gap(poisoned, finite, mask) == math.inf
+    poisoned = finite.clone()
+    poisoned[0, 2] = float("nan")  # at a padded position: not a real token
+    assert _real_gap(finite, poisoned, mask) == 0.0
+
+
+def test_probes_never_build_an_autograd_graph() -> None:
+    """The probes run inside training (every validation): a forward pass under grad mode would keep a graph
+    and its activations alive for nothing."""
+    from normbench.instruments.probes import mode_gap
+
+    model = _transformer_for(VOCAB, "batch_masked")
+    tokens, mask = torch.randint(2, VOCAB, (4, 6)), torch.ones(4, 6, dtype=torch.bool)
+    original, modes = model.forward, []
+
+    def recording(t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        modes.append(torch.is_grad_enabled())
+        return original(t, m)
+
+    model.forward = recording  # what the probes call, directly or through the model
+    partner_dependence(model, (tokens[:1], mask[:1]), [(tokens[1:2], mask[1:2]), (tokens[2:3], mask[2:3])])
+    mode_gap(model, tokens, mask)
+    assert len(modes) == 4 and not any(modes)

@@ -151,8 +151,8 @@ def test_one_value_per_channel_is_a_clear_error(name: str) -> None:
 def test_synced_count_of_values_is_the_sum_over_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under sync the "fewer than two values" rule counts every process's rows: one row here and one on an
     identical twin process (a fake two-process all-reduce: the sum doubles) is two, so batch statistics are
-    used; alone (one process) the same row is an error. The slow DDP tests run real processes, never with one
-    row on a rank."""
+    used; alone, or beside a process with no rows, the same row is an error. The slow DDP tests run real
+    processes, never with one row on a rank."""
     import normbench.distributed as distributed
     import normbench.norms as norms
 
@@ -170,6 +170,9 @@ def test_synced_count_of_values_is_the_sum_over_processes(monkeypatch: pytest.Mo
     out = norm(row, None)  # two equal rows overall: mean = the row, variance 0
     torch.testing.assert_close(out, torch.zeros_like(row) + norm.bias, **TOL)
     assert norm.num_batches_tracked.item() == 1
+    monkeypatch.setattr(norms.dist, "all_reduce", lambda tensor: None)  # the other process holds no rows
+    with pytest.raises(BatchStatisticsError, match="got 1 real value per channel"):
+        norm(row, None)  # still one value per channel over both processes, however many channels
 
 
 def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:

@@ -160,6 +160,13 @@ def test_sentence_on_a_gap_metric_names_the_gap_farthest_from_zero(sweep: Path):
     assert "below layer (transformer, val/train_eval_gap -0.1 vs 0;" in sentence
 
 
+def test_difference_ci_of_an_empty_side_has_no_seeds():
+    """Nothing finite on one side: no estimate, and n = 0 (a table must not count a seed that is not there)."""
+    for a, b in (({0: 1.0, 1: 2.0}, {}), ({}, {0: 1.0}), ({0: 1.0}, {0: math.nan})):
+        est = difference_ci(a, b)
+        assert math.isnan(est.mean) and math.isnan(est.ci) and est.n == 0
+
+
 def test_difference_ci_is_the_paired_t_interval_or_welchs():
     a, b = [0.60, 0.66, 0.69], [0.80, 0.82, 0.84]
     paired = difference_ci(dict(enumerate(a)), dict(enumerate(b)))
