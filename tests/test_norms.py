@@ -202,3 +202,19 @@ def test_every_registered_norm_keeps_shape() -> None:
     for name in NORMS:
         options = {"groups": 3} if name == "group" else {}
         assert norm_factory(name, **options)(C)(x, mask).shape == x.shape
+
+
+def test_per_step_batch_norm_past_its_steps_leaves_running_statistics_and_the_meter_alone() -> None:
+    """A training call at a step past ``max_steps`` (``beyond=last``) normalizes with its own batch statistics but
+    has no running statistics of its own to update or to measure against: buffers, batch count and fluctuation
+    record stay as they were."""
+    from normbench.norms import FluctuationMeter
+
+    norm = norm_factory("batch_step", max_steps=4, beyond="last")(C).train()
+    norm.fluctuation = FluctuationMeter()
+    buffers = {name: b.clone() for name, b in norm.named_buffers()}
+    x = torch.randn(3, C)
+    out = norm(x, torch.ones(3, dtype=torch.bool), step=6)
+    torch.testing.assert_close(out, (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + norm.eps), **TOL)
+    assert all(torch.equal(b, buffers[name]) for name, b in norm.named_buffers())
+    assert norm.fluctuation.result() == {}
