@@ -102,7 +102,8 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
             values = group.per_seed(metric)
             used = [values[s] for s in common if s in values] or list(values.values())
             scores.append((dict(group.settings)[key], sum(used) / len(used), group))
-        candidates = [s for s in scores if not failed[id(s[2])]] or scores  # the eligible values
+        eligible_ids = {id(g) for g in eligible}
+        candidates = [s for s in scores if id(s[2]) in eligible_ids]
         value, _, best = max(candidates, key=lambda s: sign * s[1] if math.isfinite(s[1]) else -math.inf)
         for run in best.runs:
             run.settings = {k: v for k, v in run.settings.items() if k != key}
