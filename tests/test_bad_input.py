@@ -34,6 +34,11 @@ def error_lines(stderr: str) -> list[str]:
         (["data=imbd"], f"data=imbd is unknown; accepted: {_options('data')}", None),
         (["data.batch_size=0"], "data.batch_size=0 is out of range; accepted: an integer >= 1", "ConfigError"),
         (
+            ["data.eval_batch_size=0"],
+            "data.eval_batch_size=0 is out of range; accepted: null (the training batch size) or an integer >= 1",
+            "ConfigError",
+        ),
+        (
             ["norm.epss=1e-3"],
             "norm.epss=0.001 is unknown: the config has no key norm.epss; did you mean norm.eps? "
             "(+norm.epss=... adds a new key)",

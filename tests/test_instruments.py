@@ -147,9 +147,11 @@ class _PoisonWeights(L.Callback):
                 pl_module.encoder.blocks[0].norm2.weight.fill_(float("nan"))
 
 
-def _fit(mr_file: Path, tmp_path: Path, encoder, callbacks, epochs: int = 2, batch_size: int = 16) -> L.Trainer:
+def _fit(
+    mr_file: Path, tmp_path: Path, encoder, callbacks, epochs: int = 2, batch_size: int = 16, **data: int
+) -> L.Trainer:
     torch.manual_seed(0)
-    dm = MRPolarityDataModule(path=str(mr_file), cache_dir=str(tmp_path), batch_size=batch_size, vocab_size=300)
+    dm = MRPolarityDataModule(path=str(mr_file), cache_dir=str(tmp_path), batch_size=batch_size, vocab_size=300, **data)
     dm.prepare_data()
     dm.setup("fit")
     module = SequenceClassifier(encoder(dm.vocab_size), dm.num_classes, lr=3e-3)
@@ -205,6 +207,27 @@ def test_instruments_log_their_metrics_in_a_training_run(mr_file: Path, tmp_path
     assert float(logged["probe/causal_leak"]) == 0.0  # per-step statistics never see the future
     gap = float(logged["val/acc_batch_stats"]) - float(logged["val/acc"])
     assert float(logged["val/train_eval_gap"]) == pytest.approx(gap, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_validation_at_its_own_batch_size_keeps_val_acc_and_the_gap_measures_training_batches(
+    mr_file: Path, tmp_path: Path
+) -> None:
+    """data.eval_batch_size batches the validation loop (here all 60 examples in one batch): in eval mode an
+    example's output does not depend on its batch mates, so val/acc is what batches of the training size give;
+    the train/eval gap's batch statistics stay those of training's batches of 8."""
+    encoder = lambda v: RecurrentEncoder(v, norm_factory("batch_masked"), hidden_size=32)  # noqa: E731
+    trainer = _fit(mr_file, tmp_path, encoder, [TrainEvalGap()], epochs=1, batch_size=8, eval_batch_size=60)
+    module, dm, logged = trainer.lightning_module.eval(), trainer.datamodule, trainer.callback_metrics
+    as_trained = dm.batch_statistics_loader("val")
+    assert (trainer.val_dataloaders.batch_size, as_trained.batch_size) == (60, 8)
+    assert float(logged["val/acc"]) == pytest.approx(module.evaluate(as_trained)["acc"], abs=1e-6)
+    assert float(logged["val/loss"]) == pytest.approx(module.evaluate(as_trained)["loss"], rel=1e-5)
+    with batch_statistics_mode(module):
+        as_trained_loss = module.evaluate(as_trained, min_batch=2)["loss"]
+        one_batch_loss = module.evaluate(dm.val_dataloader(), min_batch=2)["loss"]
+    assert float(logged["val/loss_batch_stats"]) == pytest.approx(as_trained_loss, rel=1e-5)
+    assert abs(one_batch_loss - as_trained_loss) > 1e-3  # the statistics of 60 are not those of 8
 
 
 @pytest.mark.slow

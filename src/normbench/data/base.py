@@ -51,10 +51,11 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     return Path(platformdirs.user_cache_dir("normbench"))
 
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``data.<name>`` as an int >= ``minimum``, else a one-line ``ConfigError``."""
+def positive_int(name: str, value: Any, minimum: int = 1, accepted_too: str = "") -> int:
+    """``data.<name>`` as an int >= ``minimum``, else a one-line ``ConfigError`` (naming ``accepted_too`` first)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"data.{name}={value!r} is out of range; accepted: an integer >= {minimum}")
+        accepted = f"{accepted_too} or an integer" if accepted_too else "an integer"
+        raise ConfigError(f"data.{name}={value!r} is out of range; accepted: {accepted} >= {minimum}")
     return value
 
 
@@ -74,6 +75,10 @@ class SequenceDataModule(L.LightningDataModule):
     ``bucket=true`` batches sequences of similar length (sorted within pools of ``bucket_pool`` batches,
     batch order shuffled): less padding, but batches that are no longer i.i.d. samples of the data.
     The loader arguments are this class's alone; subclasses pass them on as ``**loader``.
+    ``eval_batch_size`` batches Lightning's validation and test loops (None: ``batch_size``). In eval mode a
+    sequence's outputs do not depend on its batch mates, so a batch-4 run can validate at 64, several times
+    faster; what measures batch statistics (the train/eval gap) reads ``batch_statistics_loader``, at the
+    training batch size.
     """
 
     #: ``classification`` (target[B]) or ``lm`` (target[B, T]); decides the LightningModule
@@ -90,9 +95,15 @@ class SequenceDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         name: str | None = None,
         pad_to: int = 0,
+        eval_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.batch_size = positive_int("batch_size", batch_size)
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else positive_int("eval_batch_size", eval_batch_size, accepted_too="null (the training batch size)")
+        )
         self.pad_to = positive_int("pad_to", pad_to, minimum=0)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"data.num_workers={num_workers!r} is out of range; accepted: an integer >= 0")
@@ -189,10 +200,14 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader("train", sampler=sampler, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader("val", batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("test", batch_size=self.eval_batch_size)
+
+    def batch_statistics_loader(self, split: str) -> DataLoader:
+        """``split`` batched as training is: batch statistics measured on it are those training saw."""
+        return self._loader(split)
 
     def state_dict(self) -> dict[str, int]:
         """Where training stands in the epoch, saved in checkpoints so a resumed run skips what was done."""

@@ -33,6 +33,15 @@ def _val_loader(trainer: L.Trainer):
     return loaders[0] if isinstance(loaders, list | tuple) else loaders
 
 
+def _val_loader_as_trained(trainer: L.Trainer):
+    """The validation data batched as training is (``data.eval_batch_size`` may batch the validation loop
+    otherwise): batch statistics measured on it are those training saw."""
+    datamodule = trainer.datamodule
+    if hasattr(datamodule, "batch_statistics_loader"):
+        return datamodule.batch_statistics_loader("val")
+    return _val_loader(trainer)
+
+
 class Instrument(Callback):
     """A callback whose logged values are also kept as a time series (``series[name] = [[step, value], ...]``),
     so ``results.json`` carries how an instrument moved over training, not only its last value; the series
@@ -119,9 +128,10 @@ class TrainEvalGap(Instrument):
         if trainer.sanity_checking:
             return
         # both passes skip a last batch of one sequence (it has no batch statistics): the same examples
-        eval_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
+        loader = _val_loader_as_trained(trainer)
+        eval_mode = pl_module.evaluate(loader, min_batch=2)
         with batch_statistics_mode(pl_module):
-            batch_mode = pl_module.evaluate(_val_loader(trainer), min_batch=2)
+            batch_mode = pl_module.evaluate(loader, min_batch=2)
         metrics = {
             "val/acc_batch_stats": batch_mode["acc"],
             keys.BATCH_STATS_LOSS_KEY: batch_mode["loss"],
