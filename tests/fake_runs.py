@@ -27,6 +27,7 @@ def write_job(
     error: str | None = None,
     train_step_s: float | None = None,
     norm_kind: str | None = None,
+    wall_time_s: float | None = None,
 ) -> Path:
     """One job dir; ``status=None`` leaves out results.json (a killed run); ``norm_kind`` as a run records it from
     its built network (a norm outside the package is placed by it alone)."""
@@ -70,7 +71,7 @@ def write_job(
         "seed": seed,
         "experiment": experiment,
         "output_dir": str(job_dir),
-        "wall_time_s": 10.0 + seed,
+        "wall_time_s": 10.0 + seed if wall_time_s is None else wall_time_s,
         "config": config,
         "git_commit": "abc123",
         **({"norm_kind": norm_kind} if norm_kind else {}),

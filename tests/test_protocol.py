@@ -295,17 +295,21 @@ def test_the_flatness_check_reads_report_flat_metric_where_the_headline_cannot_m
 
 
 def test_second_stage_cells_carry_the_first_stage_overrides_every_run_shared(tmp_path: Path, capsys) -> None:
-    """A sweep of one value (ddp's data.batch_size=4) reaches only the sweep: the single second-stage run needs it."""
+    """A sweep of one value (ddp's data.batch_size=4) reaches only the sweep: the single second-stage run needs it.
+    The cells come longest first (their chosen run's wall time), so a launcher handing out jobs in order ends its
+    workers together: layer norm's chosen run took 30 s, masked batch norm's 20 s (its unchosen one 90 s)."""
+    walls = {("batch_masked", 0.001): 90.0, ("batch_masked", 0.003): 20.0, ("layer", 0.001): 30.0}
     for seed in (0,):
         for norm, accs in (("batch_masked", (0.6, 0.7)), ("layer", (0.75, 0.65))):
             for lr, acc in zip((0.001, 0.003), accs, strict=True):
                 write_job(tmp_path / f"{norm}{lr}", norm=norm, seed=seed, batch_size=4, metrics={"val/acc": acc},
                           extra_overrides={"optim.lr": lr, "data.batch_size": 4},
-                          config_changes={"optim.lr": lr, "report.select": "optim.lr"})  # fmt: skip
+                          config_changes={"optim.lr": lr, "report.select": "optim.lr"},
+                          wall_time_s=walls.get((norm, lr), 5.0))  # fmt: skip
     selection_main([str(tmp_path)])
     assert capsys.readouterr().out.splitlines() == [
-        "data.batch_size=4 norm=batch_masked optim.lr=0.003",
         "data.batch_size=4 norm=layer optim.lr=0.001",
+        "data.batch_size=4 norm=batch_masked optim.lr=0.003",
     ]
     # a list value, stored as a tuple, is written back as Hydra reads it (input_scale's data.channel_scales)
     assert override("data.channel_scales", (1, 100, 10000)) == "data.channel_scales=[1,100,10000]"

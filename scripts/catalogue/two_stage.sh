@@ -3,8 +3,8 @@
 # stages, then its report:
 #   1. the entry's sweep with its first seed only: every grid value of every cell (setting x norm);
 #   2. each cell's value chosen on validation (python -m normbench.report.selection), run again with the entry's
-#      other seeds only: one multirun per cell whose seeds run one after another in one process (so a job pays
-#      no interpreter, import and data start: about 5 s each on 2 cores), JOBS cells at a time (default 2).
+#      other seeds only: one multirun over every (cell, seed) with the same launcher, the longest cells first, so
+#      the workers end together and a job pays no interpreter, import and data start (about 5 s each on 2 cores).
 #   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages (seed=0,1,2,3,4: the seeds)
 # The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
 # play no part in the choice. The exit code is the first failure's.
@@ -13,7 +13,6 @@ set -uo pipefail
 name=$1; shift
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="${DIR:-multirun/$name/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where both stages go
-jobs=${JOBS:-2}
 start=$SECONDS
 # the seeds: a seed=... override, else the entry's sweep
 args=() seeds=""
@@ -33,25 +32,12 @@ python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@"
 status=$?
 echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
 python -m normbench.report.selection "$dir/stage1" > "$dir/stage2_cells.txt" || exit $?
-mkdir -p "$dir/stage2"
-: > "$dir/stage2_jobs.sh"
-i=0
-while [[ ${#rest[@]} -gt 0 ]] && read -r cell; do
-  keys=" "
-  for override in $cell; do keys+="${override%%=*} "; done
-  keep=()  # the given overrides, less those the cell sets (a swept norm=a,b gives way to the cell's norm) and the
-  for arg in "$@"; do  # launcher's: each cell's seeds run one after another in one process (hydra/launcher=basic)
-    [[ $keys == *" ${arg%%=*} "* || $arg == hydra/launcher=* || $arg == hydra.launcher.* ]] || keep+=("$arg")
-  done
-  given=""  # the kept overrides, quoted; none at all must not become an empty '' argument
-  [[ ${#keep[@]} -eq 0 ]] || given=$(printf '%q ' "${keep[@]}")
-  # shellcheck disable=SC2086  # a cell is several overrides
-  printf 'python %q -m %q %s %s seed=%s hydra/launcher=basic %q > %q 2>&1; code=$?; echo %q "$(tail -n 1 %q)"; exit $code\n' \
-    "$root/train.py" "experiment=$name" "$cell" "$given" "${later%,}" "hydra.sweep.dir=$dir/stage2/$i" \
-    "$dir/stage2/$i.log" "$name: stage 2, $cell (seeds ${later%,}):" "$dir/stage2/$i.log" >> "$dir/stage2_jobs.sh"
-  i=$((i + 1))
-done < "$dir/stage2_cells.txt"
-xargs -P "$jobs" -d '\n' -I{} bash -c {} < "$dir/stage2_jobs.sh" || status=$?
+if [[ ${#rest[@]} -gt 0 ]]; then
+  # one multirun over (cell, seed): a cell's overrides replace those keys of the sweep (normbench.cli.job_list), so
+  # the grid and the swept norms give way to the cell's; the launcher's workers take the next job as each one ends
+  python "$root/train.py" -m "experiment=$name" "$@" "seed=${later%,}" hydra/sweeper=job_list \
+    "hydra.sweeper.jobs=$(realpath "$dir/stage2_cells.txt")" "hydra.sweep.dir=$dir/stage2" || status=$?
+fi
 echo "$name: both stages finished in $((SECONDS - start)) s (exit $status): $dir"
 "$root/scripts/report.sh" "$dir" || status=$?
 exit $status

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from normbench.cli import sweep_progress
+from normbench.cli import job_list, sweep_progress
 from normbench.errors import ConfigError, JobsFailedError, user_errors_as_one_line
 from normbench.results import RESULTS_FILE, failed_jobs, read_results
 
@@ -108,11 +108,16 @@ class SweepProgress(Callback):
         params = config.hydra.sweeper.get("params")
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         sweeper = str(config.hydra.sweeper.get("_target_", ""))
-        total = (
-            sweep_progress.sweep_size(OmegaConf.to_container(params) if params else None, overrides)
-            if sweeper.endswith("BasicSweeper")
-            else None
-        )
+        params = OmegaConf.to_container(params) if params else None
+        total = None
+        if sweeper.endswith("JobListSweeper"):
+            with user_errors_as_one_line():  # before the sweeper reads it: a bad file gets one line, not Hydra's trace
+                lines = job_list.read_lines(
+                    None if OmegaConf.is_missing(config.hydra.sweeper, "jobs") else config.hydra.sweeper.jobs
+                )
+            total = sweep_progress.sweep_size(params, overrides, lines)
+        elif sweeper.endswith("BasicSweeper"):
+            total = sweep_progress.sweep_size(params, overrides)
         sweep_progress.start(Path(config.hydra.sweep.dir), total)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:

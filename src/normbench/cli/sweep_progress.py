@@ -9,7 +9,7 @@ for jobs run one at a time and side by side alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +17,23 @@ from filelock import FileLock
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from normbench.cli import job_list
 from normbench.results import read_json_record, write_json_atomic
 
 PROGRESS_FILE = "sweep_progress.json"
 
 
-def sweep_size(sweeper_params: dict[str, Any] | None, task_overrides: Iterable[str]) -> int | None:
+def sweep_size(
+    sweeper_params: dict[str, Any] | None, task_overrides: Iterable[str], job_lines: Sequence[Sequence[str]] = ()
+) -> int | None:
     """The number of jobs Hydra's basic sweeper makes of these ``hydra.sweeper.params`` and command-line
-    overrides (the same parse and product as `BasicSweeper.sweep`), or None where it cannot tell."""
+    overrides (the same parse and product as `BasicSweeper.sweep`), each crossed with ``job_lines`` where the
+    sweeper is normbench's job list, or None where it cannot tell."""
     arguments = [f"{k}={v}" for k, v in (sweeper_params or {}).items()] + list(task_overrides)
     try:
         overrides = OverridesParser.create().parse_overrides(arguments)
+        if job_lines:
+            return len(job_list.jobs(overrides, job_lines))
         return len(BasicSweeper.split_arguments(overrides, None)[0])
     except Exception:  # a sweep kind only the sweeper resolves (glob over a group): the total stays unknown
         return None

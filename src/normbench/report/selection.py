@@ -32,6 +32,8 @@ class Choice:
     seeds: tuple[Any, ...]
     #: the grid values where runs failed, with those runs' seeds: not chosen while a value without failures exists
     failed: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
+    #: the chosen value's mean wall time over its runs (seconds): the second stage starts the longest cells first
+    wall_time_s: float = math.nan
 
     @property
     def at_edge(self) -> bool:
@@ -118,10 +120,16 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
                 tuple((v, s) for v, s, _ in scores),
                 tuple(sorted(common, key=str)),
                 tuple((v, failed[id(g)]) for v, _, g in scores if failed[id(g)]),
+                _mean_wall_time(best.runs),
             )
         )
     chosen_groups.sort(key=lambda g: (sortable(v for _, v in g.settings), norm_order(g.norm)))
     return chosen_groups, choices
+
+
+def _mean_wall_time(runs: Sequence[Run]) -> float:
+    times = [float(run.record["wall_time_s"]) for run in runs if isinstance(run.record.get("wall_time_s"), int | float)]
+    return sum(times) / len(times) if times else math.nan
 
 
 def override(key: str, value: Any) -> str:
@@ -141,7 +149,8 @@ def shared_overrides(runs: Sequence[Run]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m normbench.report.selection DIR --select optim.lr``: the chosen value of each cell of a first-stage
-    sweep, one line of overrides per cell, for a second stage that runs the other seeds at it only."""
+    sweep, one line of overrides per cell, for a second stage that runs the other seeds at it only; the cells whose
+    chosen runs took longest come first, so a launcher that hands out jobs in order ends its workers together."""
     import argparse
     import sys
 
@@ -165,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if not rep.choices:
                 raise NormbenchError(f"{rep.name}: no finished run reports a metric to choose on")
             shared = shared_overrides(rep.runs)
-            for choice in rep.choices:
+            longest_first = sorted(rep.choices, key=lambda c: -c.wall_time_s if math.isfinite(c.wall_time_s) else 0.0)
+            for choice in longest_first:
                 own = choice.overrides()
                 keys = {o.split("=", 1)[0] for o in own}
                 print(" ".join([*(o for o in shared if o.split("=", 1)[0] not in keys), *own]))

@@ -1,0 +1,1 @@
+"""The command line's plumbing: config-group choices, job dir names, Hydra callbacks, sweep progress."""

@@ -1,0 +1,1 @@
+"""The instruments: Lightning callbacks that measure batch statistics' effects during training."""
