@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from normbench.data.collate import IGNORE_INDEX
@@ -42,8 +42,8 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 
 class SequenceTask(L.LightningModule):
-    """Base of every task module. Subclasses set ``self.head`` and implement ``forward``, ``_step`` and
-    ``_sums`` (correct predictions, summed loss and count of scored items in one batch)."""
+    """Base of every task module. Subclasses set ``self.head`` and ``self.metrics`` (``<stage>_<name>``) and implement
+    ``forward``, ``_step`` and ``_sums`` (correct predictions, summed loss and count of scored items in one batch)."""
 
     #: the logged metric that picks ``best.ckpt``, and whether higher is better
     monitor: tuple[str, str] = ("val/acc", "max")
@@ -63,6 +63,8 @@ class SequenceTask(L.LightningModule):
             raise ConfigError(f"optim.warmup={warmup} is the warm-up share of all steps; accepted: 0 <= warmup < 1")
         self.encoder = encoder
         self.synced_statistics = any(norm.sync for _, norm in batch_stat_norms(encoder))
+        self.train_loss = MeanMetric()  # train/loss_epoch: every step's loss, weighted as the subclass counts
+        self.logged_names: dict[str, str] = {}  # a metric's logged name where it differs from its key (bits: bpc)
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
         raise NotImplementedError
@@ -77,6 +79,23 @@ class SequenceTask(L.LightningModule):
         """Record what was trained (model, norm, data and their configs) so a resume can refuse a mismatch."""
         if getattr(self, "run_identity", None) is not None:
             checkpoint["normbench"] = self.run_identity
+
+    def log_training_loss(self, loss: Tensor, weight: int | Tensor) -> None:
+        """``train/loss_step`` at the steps the loggers write (every ``trainer.log_every_n_steps``) and the epoch's
+        weighted mean as ``train/loss_epoch``: the keys of ``self.log(on_step=True, on_epoch=True)``. Lightning's
+        ``self.log`` moves its record to the device on every call, a tenth of a batch-4 step on a CPU, so the mean
+        accumulates in a metric logged once an epoch and the step value is logged only where it is written."""
+        self.train_loss.update(loss.detach(), weight)
+        trainer = self._trainer
+        if trainer is not None and trainer._logger_connector.should_update_logs:  # Lightning's own test, same step
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics, accumulated over its steps (``log_training_loss``)."""
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        for name, metric in self.metrics.items():
+            if name.startswith("train_"):
+                self.log(f"train/{self.logged_names.get(name[6:], name[6:])}", metric, on_step=False, on_epoch=True)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         set_training_step(self.encoder, self.global_step)
@@ -169,19 +188,15 @@ class SequenceClassifier(SequenceTask):
         loss = F.cross_entropy(logits, target)
         accuracy = self.metrics[f"{stage}_acc"]
         accuracy.update(logits, target)  # forward() would also compute a per-batch value nobody logs (slow)
-        on_step = stage == "train"
-        batch_size, sync = len(target), not on_step  # under DDP: val/test loss averaged over the processes
+        if stage == "train":  # train/acc: once an epoch, in on_train_epoch_end
+            self.log_training_loss(loss, len(target))
+            return loss
+        # under DDP: val/test loss averaged over the processes
         self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=sync
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target), sync_dist=True
         )
-        if stage != "train":  # train/acc: once an epoch, in on_train_epoch_end
-            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch's training accuracy. Lightning moves a logged metric object's state to the device on
-        every ``self.log`` call, which costs more than a small model's step on a CPU; once an epoch is enough."""
-        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
         loss = float(F.cross_entropy(logits, target, reduction="sum"))
@@ -257,6 +272,7 @@ class LanguageModel(SequenceTask):
         self.save_hyperparameters(ignore=["encoder"])
         self.head = nn.Linear(encoder.output_dim, vocab_size)
         self.bits_name = "bpc" if char_level else "bpt"
+        self.logged_names = {"bits": self.bits_name}
         stages = ("train", "val", "test")
         self.metrics = nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(vocab_size, average="micro", ignore_index=IGNORE_INDEX) for s in stages}
@@ -273,26 +289,23 @@ class LanguageModel(SequenceTask):
         nll_sum = token_nll_sum(logits, target)
         count = (target != IGNORE_INDEX).sum()
         loss = nll_sum / count.clamp_min(1)
-        on_step = stage == "train"
-        # batch_size = scored tokens, so the epoch value is the exact mean over all tokens
-        self.log(  # under DDP: val/test loss averaged over the processes
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=int(count),
-            sync_dist=not on_step,
-        )
         values: dict[str, Any] = {}
-        for name, logged in (("acc", "acc"), ("ppl", "ppl"), ("bits", self.bits_name)):
+        for name in ("acc", "ppl", "bits"):
             metric = self.metrics[f"{stage}_{name}"]
             if name == "acc":
                 metric.update(logits.detach().flatten(0, 1), target.flatten())
             else:
-                metric.update(nll_sum, count)
-            values[f"{stage}/{logged}"] = metric
-        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=stage != "train")
+                metric.update(nll_sum.detach(), count)
+            values[f"{stage}/{self.logged_names.get(name, name)}"] = metric
+        # weighted by the scored tokens, so the epoch value is the exact mean over all tokens
+        if stage == "train":  # the metrics once an epoch, in on_train_epoch_end
+            self.log_training_loss(loss, count)
+            return loss
+        # under DDP: val/test loss averaged over the processes
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(count), sync_dist=True
+        )
+        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
