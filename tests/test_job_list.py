@@ -6,12 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cli import ROOT, cli_env, command, train
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from normbench.cli import job_list, sweep_progress
-from tests.cli import cli_env, command, train
 
-TINY = ["logger=none", "callbacks=none", "model.d_model=16", "model.d_ff=32", "model.n_layers=1", "data.vocab_size=200"]
+TINY = ["logger=none", "model.d_model=16", "model.d_ff=32", "model.n_layers=1", "data.vocab_size=200"]
 TINY += ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "data.batch_size=16"]
 
 
@@ -75,7 +75,7 @@ def test_a_job_list_multirun_runs_each_line_at_each_seed_with_the_lines_settings
     file.write_text("norm=rms optim.lr=0.003\nnorm=layer optim.lr=0.001 data.batch_size=8\n")
     sweep = tmp_path / "sweep"
     train(
-        ["-m", *TINY, f"data.path={mr_file}", "norm=batch,layer", "optim.lr=1e-2,1e-3", "seed=1,2"]
+        ["-m", *TINY, "callbacks=none", f"data.path={mr_file}", "norm=batch,layer", "optim.lr=1e-2,1e-3", "seed=1,2"]
         + ["hydra/sweeper=job_list", f"hydra.sweeper.jobs={file}", f"hydra.sweep.dir={sweep}"],
         tmp_path,
     )
@@ -85,3 +85,32 @@ def test_a_job_list_multirun_runs_each_line_at_each_seed_with_the_lines_settings
     )
     assert runs == [("layer", 0.001, 8, 1), ("layer", 0.001, 8, 2), ("rms", 0.003, 16, 1), ("rms", 0.003, 16, 2)]
     assert sweep_progress.read(sweep)["total"] == 4
+
+
+@pytest.mark.slow
+def test_two_stage_runs_its_arms_in_one_first_stage_and_a_given_key_replaces_an_arms(
+    mr_file: Path, tmp_path: Path
+) -> None:
+    """scripts/catalogue/two_stage.sh with ARMS (each model family its own grid in the catalogue): both arms' grids
+    are stage 1's one multirun, the command line's data.batch_size=8 replaces the second arm's 4, and stage 2 runs
+    each cell at its chosen rate for the later seed, in one multirun too."""
+    out = tmp_path / "out"
+    arms = "norm=layer optim.lr=1e-3,1e-2\nnorm=rms optim.lr=3e-3 data.batch_size=4\nnorm=layer optim.lr=1e-3,1e-2\n"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "catalogue" / "two_stage.sh"), "inference_batch_one", *TINY, f"data.path={mr_file}"]
+        + ["seed=0,1", "data.batch_size=8", "evaluate.batch_sizes=[1]"],
+        cwd=tmp_path,
+        env={**cli_env(tmp_path), "ARMS": arms, "DIR": str(out)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "arms.txt").read_text() == "norm=layer optim.lr=1e-3,1e-2\nnorm=rms optim.lr=3e-3\n"  # once each
+
+    def runs(stage: str) -> list[tuple]:
+        records = (json.loads(p.read_text()) for p in (out / stage).glob("*/results.json"))
+        return sorted((r["norm"], r["config"]["optim"]["lr"], r["batch_size"], r["seed"]) for r in records)
+
+    assert runs("stage1") == [("layer", 0.001, 8, 0), ("layer", 0.01, 8, 0), ("rms", 0.003, 8, 0)]
+    assert [r[0] for r in runs("stage2")] == ["layer", "rms"] and {r[2:] for r in runs("stage2")} == {(8, 1)}
+    assert (out / "report" / "summary.md").is_file()

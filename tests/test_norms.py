@@ -171,8 +171,34 @@ def test_synced_count_of_values_is_the_sum_over_processes(monkeypatch: pytest.Mo
     torch.testing.assert_close(out, torch.zeros_like(row) + norm.bias, **TOL)
     assert norm.num_batches_tracked.item() == 1
     monkeypatch.setattr(norms.dist, "all_reduce", lambda tensor: None)  # the other process holds no rows
+    monkeypatch.setattr("torch.distributed.nn.functional.all_reduce", lambda tensor: tensor + 0)
     with pytest.raises(BatchStatisticsError, match="got 1 real value per channel"):
         norm(row, None)  # still one value per channel over both processes, however many channels
+
+
+@pytest.mark.parametrize("name", ["batch", "batch_masked", "batch_renorm"])
+def test_synced_statistics_cost_two_all_reduces_a_call(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under sync a norm call sums over processes twice, the count with the sums and then the squared deviations
+    (a collective is a round trip between processes, on gloo the larger part of a synced step); the count check
+    rides on the first. A fake world whose other process is this one's twin: the sums double."""
+    import normbench.distributed as distributed
+    import normbench.norms as norms
+
+    calls: list[int] = []
+
+    def twin(tensor: torch.Tensor) -> torch.Tensor:
+        calls.append(tensor.numel())
+        return tensor * 2
+
+    monkeypatch.setattr(norms, "distributed_world", lambda: True)
+    monkeypatch.setattr(norms.dist, "all_reduce", lambda tensor: calls.append(-1))  # the plain one: never used
+    monkeypatch.setattr(distributed, "distributed_world", lambda: True)
+    monkeypatch.setattr("torch.distributed.nn.functional.all_reduce", twin)
+    synced, alone = norm_factory(name, sync=True)(C).train(), norm_factory(name)(C).train()
+    x, mask = _padded_batch([3, 2], total=3, pad_value=0.5)
+    out = synced(x, mask)
+    assert calls == [1 + C, C]  # [count | sums], then the squared deviations
+    torch.testing.assert_close(out, alone(x, mask), **TOL)  # twice the same rows: the same statistics
 
 
 def test_recurrent_small_batch_falls_back_to_running_statistics() -> None:

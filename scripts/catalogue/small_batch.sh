@@ -3,13 +3,9 @@
 #   scripts/catalogue/small_batch.sh              # CPU scale (conf/experiment/small_batch.yaml), two stages, then the report
 #   scripts/catalogue/small_batch.sh scale=gpu    # the same protocol at GPU size
 # One learning-rate grid per model family, each a half-decade either side of where the shared grid
-# {1e-3, 3e-3, 1e-2} put every choice on its edge (the Transformer at 1e-3, the LSTM at 1e-2): each family's
-# two stages in its own dir, then one report of both.
+# {1e-3, 3e-3, 1e-2} put every choice on its edge (the Transformer at 1e-3, the LSTM at 1e-2): two_stage.sh's
+# ARMS, both families in one multirun a stage, then the report.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-dir="${DIR:-multirun/small_batch/$(date +%Y-%m-%d_%H-%M-%S)}"  # DIR=...: where it all goes
-status=0
-DIR="$dir/transformer" "$here/two_stage.sh" small_batch model=transformer optim.lr=3e-4,1e-3,3e-3 "$@" || status=$?
-DIR="$dir/lstm" "$here/two_stage.sh" small_batch model=lstm optim.lr=3e-3,1e-2,3e-2 "$@" || status=$?
-"$here/../report.sh" "$dir/transformer" "$dir/lstm" --out "$dir/report" || status=$?
-exit $status
+ARMS="model=transformer optim.lr=3e-4,1e-3,3e-3
+model=lstm optim.lr=3e-3,1e-2,3e-2" exec "$here/two_stage.sh" small_batch "$@"

@@ -6,6 +6,9 @@
 #      other seeds only: one multirun over every (cell, seed) with the same launcher, the longest cells first, so
 #      the workers end together and a job pays no interpreter, import and data start (about 5 s each on 2 cores).
 #   scripts/catalogue/two_stage.sh NAME [overrides...]    the overrides reach both stages (seed=0,1,2,3,4: the seeds)
+# ARMS (lines of overrides): the first stage runs the sweep once per line, each line an arm with its own grid (a
+# model family and its learning rates), all arms in one multirun (hydra/sweeper=job_list), so the launcher's workers
+# are not left idle between arms; a key given on the command line replaces an arm's.
 # The report reads both stages: it chooses on the seeds every grid value ran (the first), so the later seeds
 # play no part in the choice. The exit code is the first failure's.
 set -uo pipefail
@@ -28,7 +31,19 @@ seeds=${seeds//,/ }
 first=${seeds%% *}
 read -r -a rest <<< "${seeds#"$first"}"
 printf -v later '%s,' "${rest[@]}"
-python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "seed=$first"
+arms=()
+if [[ -n ${ARMS:-} ]]; then
+  given=" "
+  for arg in "$@"; do given+="${arg%%=*} "; done
+  mkdir -p "$dir"
+  while read -r arm; do
+    kept=()
+    for override in $arm; do [[ $given == *" ${override%%=*} "* ]] || kept+=("$override"); done
+    [[ ${#kept[@]} -eq 0 ]] || echo "${kept[*]}"
+  done <<< "$ARMS" | awk '!seen[$0]++' > "$dir/arms.txt"
+  [[ ! -s $dir/arms.txt ]] || arms=(hydra/sweeper=job_list "hydra.sweeper.jobs=$(realpath "$dir/arms.txt")")
+fi
+python "$root/train.py" -m "experiment=$name" "hydra.sweep.dir=$dir/stage1" "$@" "${arms[@]}" "seed=$first"
 status=$?
 echo "$name: stage 1 (seed $first, every grid value) finished in $((SECONDS - start)) s (exit $status)"
 python -m normbench.report.selection "$dir/stage1" > "$dir/stage2_cells.txt" || exit $?

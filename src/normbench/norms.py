@@ -178,24 +178,36 @@ class _BatchStatNorm(SequenceNorm):
             "or a norm without batch statistics (norm=layer, norm=rms)"
         )
 
+    def _enough(self, count: int) -> bool:
+        """Whether ``count`` values per channel make batch statistics (at least 2); raises where they are required."""
+        if count < 2 and self.small_batch == "error":
+            raise self._too_few(count)
+        return count >= 2
+
     def _use_batch_stats(self, rows: Tensor) -> bool:
         """Whether this call normalizes ``rows[N, C]`` with batch statistics (raises when that is required
         but impossible: fewer than two rows, over all processes when ``sync`` is on)."""
         if not self.training:
             return False
-        count = self._global_count(rows) if self.sync else rows.shape[0]
-        if count < 2 and self.small_batch == "error":
-            raise self._too_few(count)
-        return count >= 2
+        return self._enough(self._global_count(rows) if self.sync else rows.shape[0])
+
+    def _batch_moments(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``_moments(rows)`` where this call uses batch statistics, else None (``_use_batch_stats``'s rule). Under
+        ``sync`` the global count comes with the sums' all-reduce, so the decision costs no collective of its own."""
+        if not self.sync:
+            return self._moments(rows) if self._use_batch_stats(rows) else None
+        if not self.training:
+            return None
+        moments = self._moments(rows)
+        return moments if self._enough(int(moments[2].item())) else None
 
     def _moments(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Mean, biased variance and count of ``rows[N, C]``, over all processes when ``sync`` is on.
-
-        Two passes (sum, then squared deviations from the global mean) keep the variance accurate when
-        the mean is large compared with the spread.
-        """
-        count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
-        mean = all_reduce_sum(rows.sum(0)) / count
+        """Mean, biased variance and count of ``rows[N, C]``, over all processes when ``sync`` is on: two
+        all-reduces, the count with the sums, then the squared deviations from the global mean (two passes keep
+        the variance accurate when the mean is large compared with the spread)."""
+        count_and_sums = all_reduce_sum(torch.cat([rows.new_tensor([float(rows.shape[0])]), rows.sum(0)]))
+        count = count_and_sums[:1]
+        mean = count_and_sums[1:] / count
         var = all_reduce_sum((rows - mean).pow(2).sum(0)) / count
         return mean, var, count
 
@@ -214,16 +226,19 @@ class _BatchStatNorm(SequenceNorm):
 
     def _normalize_rows(self, rows: Tensor) -> Tensor:
         """Batch norm of ``rows[N, C]``: ``nn.BatchNorm1d``'s math with the options above."""
-        use_batch = self._use_batch_stats(rows)
-        if use_batch and not self.sync and self.fluctuation is None:
+        if self.sync or self.fluctuation is not None:
+            moments = self._batch_moments(rows)
+        elif self._use_batch_stats(rows):
             # native kernel: exact nn.BatchNorm1d, fused forward and backward
             running = (self.running_mean, self.running_var) if self.update_running else (None, None)
             if self.update_running:
                 self.num_batches_tracked.add_(1)
             return F.batch_norm(rows, *running, self.weight, self.bias, True, self.momentum, self.eps)
-        if not use_batch:
+        else:
+            moments = None
+        if moments is None:
             return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        mean, var, count = self._moments(rows)
+        mean, var, count = moments
         self._record(mean, var, self.running_mean, self.running_var)
         self._update_running(mean, var, count)
         return self._affine((rows - mean) * torch.rsqrt(var + self.eps))
@@ -575,9 +590,10 @@ class BatchRenorm(_BatchStatNorm):
         return 1.0 + (self.r_max - 1.0) * progress(self.r_max_steps), self.d_max * progress(self.d_max_steps)
 
     def _renorm_rows(self, rows: Tensor) -> Tensor:
-        if not self._use_batch_stats(rows):
+        moments = self._batch_moments(rows)
+        if moments is None:
             return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        mean, var, count = self._moments(rows)
+        mean, var, count = moments
         r_max, d_max = self.clip_limits(self.schedule_step())
         batch_std = torch.sqrt(var + self.eps)
         running_std = torch.sqrt(self.running_var + self.eps)

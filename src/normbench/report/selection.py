@@ -34,6 +34,9 @@ class Choice:
     failed: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
     #: the chosen value's mean wall time over its runs (seconds): the second stage starts the longest cells first
     wall_time_s: float = math.nan
+    #: the cell's keys its runs were given on the command line (None: all of them); a key another arm of the sweep
+    #: set (the LM's data.eval_tokens beside an MR arm) is only the config's value here, and may not exist in it
+    given: frozenset[str] | None = None
 
     @property
     def at_edge(self) -> bool:
@@ -43,7 +46,8 @@ class Choice:
 
     def overrides(self) -> list[str]:
         """The command-line overrides that rerun this cell at its chosen value (the second stage)."""
-        return [override(k, v) for k, v in self.cell] + [f"norm={self.norm}", override(self.key, self.value)]
+        cell = [(k, v) for k, v in self.cell if self.given is None or k in self.given]
+        return [override(k, v) for k, v in cell] + [f"norm={self.norm}", override(self.key, self.value)]
 
     def rows(self) -> list[dict[str, Any]]:
         failed = dict(self.failed)
@@ -121,6 +125,7 @@ def select(groups: Sequence[Group], key: str, metric: str) -> tuple[list[Group],
                 tuple(sorted(common, key=str)),
                 tuple((v, failed[id(g)]) for v, _, g in scores if failed[id(g)]),
                 _mean_wall_time(best.runs),
+                frozenset(k for run in best.runs for k in run.overrides),
             )
         )
     chosen_groups.sort(key=lambda g: (sortable(v for _, v in g.settings), norm_order(g.norm)))
