@@ -1,1 +1,0 @@
-"""The instruments: Lightning callbacks that measure batch statistics' effects during training."""
