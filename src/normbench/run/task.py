@@ -83,8 +83,9 @@ class SequenceTask(L.LightningModule):
     def log_training_loss(self, loss: Tensor, weight: int | Tensor) -> None:
         """``train/loss_step`` at the steps the loggers write (every ``trainer.log_every_n_steps``) and the epoch's
         weighted mean as ``train/loss_epoch``: the keys of ``self.log(on_step=True, on_epoch=True)``. Lightning's
-        ``self.log`` moves its record to the device on every call, a tenth of a batch-4 step on a CPU, so the mean
-        accumulates in a metric logged once an epoch and the step value is logged only where it is written."""
+        ``self.log`` moves its record to the device on every call (a causal LM's four calls a step were a sixth of
+        its batch-4 CPU step), so the mean accumulates in a metric logged once an epoch and the step value is
+        logged only where it is written."""
         self.train_loss.update(loss.detach(), weight)
         trainer = self._trainer
         if trainer is not None and trainer._logger_connector.should_update_logs:  # Lightning's own test, same step
