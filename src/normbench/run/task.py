@@ -91,12 +91,31 @@ class SequenceTask(L.LightningModule):
         if trainer is not None and trainer._logger_connector.should_update_logs:  # Lightning's own test, same step
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
 
+    def _log_step(self, stage: str, loss: Tensor, weight: int | Tensor) -> None:
+        """Log a step whose metrics were updated: training its loss (``log_training_loss``; the metrics once an
+        epoch), validation and test their loss (``weight``: the scored items; under DDP averaged over the
+        processes) and their metric objects."""
+        if stage == "train":
+            self.log_training_loss(loss, weight)
+            return
+        self.log(
+            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(weight), sync_dist=True
+        )
+        self.log_dict(self._stage_metrics(stage), on_step=False, on_epoch=True, prog_bar=True)
+
+    def _stage_metrics(self, stage: str) -> dict[str, Metric]:
+        """The stage's metric objects under their logged names (``val_bits`` as ``val/bpc``)."""
+        prefix = f"{stage}_"
+        return {
+            f"{stage}/{self.logged_names.get(key[len(prefix) :], key[len(prefix) :])}": metric
+            for key, metric in self.metrics.items()
+            if key.startswith(prefix)
+        }
+
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics, accumulated over its steps (``log_training_loss``)."""
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
-        for name, metric in self.metrics.items():
-            if name.startswith("train_"):
-                self.log(f"train/{self.logged_names.get(name[6:], name[6:])}", metric, on_step=False, on_epoch=True)
+        self.log_dict(self._stage_metrics("train"), on_step=False, on_epoch=True)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         set_training_step(self.encoder, self.global_step)
@@ -187,16 +206,9 @@ class SequenceClassifier(SequenceTask):
         tokens, mask, target = batch
         logits = self(tokens, mask)
         loss = F.cross_entropy(logits, target)
-        accuracy = self.metrics[f"{stage}_acc"]
-        accuracy.update(logits, target)  # forward() would also compute a per-batch value nobody logs (slow)
-        if stage == "train":  # train/acc: once an epoch, in on_train_epoch_end
-            self.log_training_loss(loss, len(target))
-            return loss
-        # under DDP: val/test loss averaged over the processes
-        self.log(
-            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target), sync_dist=True
-        )
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        # forward() would also compute a per-batch value nobody logs (slow)
+        self.metrics[f"{stage}_acc"].update(logits, target)
+        self._log_step(stage, loss, len(target))
         return loss
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
@@ -290,23 +302,11 @@ class LanguageModel(SequenceTask):
         nll_sum = token_nll_sum(logits, target)
         count = (target != IGNORE_INDEX).sum()
         loss = nll_sum / count.clamp_min(1)
-        values: dict[str, Any] = {}
-        for name in ("acc", "ppl", "bits"):
-            metric = self.metrics[f"{stage}_{name}"]
-            if name == "acc":
-                metric.update(logits.detach().flatten(0, 1), target.flatten())
-            else:
-                metric.update(nll_sum.detach(), count)
-            values[f"{stage}/{self.logged_names.get(name, name)}"] = metric
+        self.metrics[f"{stage}_acc"].update(logits.detach().flatten(0, 1), target.flatten())
+        self.metrics[f"{stage}_ppl"].update(nll_sum.detach(), count)
+        self.metrics[f"{stage}_bits"].update(nll_sum.detach(), count)
         # weighted by the scored tokens, so the epoch value is the exact mean over all tokens
-        if stage == "train":  # the metrics once an epoch, in on_train_epoch_end
-            self.log_training_loss(loss, count)
-            return loss
-        # under DDP: val/test loss averaged over the processes
-        self.log(
-            f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(count), sync_dist=True
-        )
-        self.log_dict(values, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_step(stage, loss, count)
         return loss
 
     def _sums(self, logits: Tensor, target: Tensor) -> tuple[int, float, int]:
