@@ -249,3 +249,41 @@ def test_the_input_side_normalized_for_all_steps_at_once_equals_one_call_per_ste
         assert meters[0].calls == meters[1].calls > 0
         for key, value in meters[1].result().items():
             assert meters[0].result()[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("cell", [NormLSTMLayer, NormGRULayer])
+@pytest.mark.parametrize("norm", ["none", "layer", "batch", "batch_masked", "batch_step", "power", "batch_renorm"])
+@pytest.mark.parametrize("mode", ["train", "eval", "left padded"])
+def test_stepping_only_the_running_sequences_equals_carrying_every_row(cell, norm: str, mode: str) -> None:
+    """The packed steps (sequences sorted longest first, a step computes the running ones only) against every row
+    through every step with the state carried over padding: outputs at every position, every gradient and the
+    running statistics, for unsorted lengths with a tie, one sequence of length 1 and a last step with none
+    running. Naive batch norm (padding in its statistics) and a left-padded batch take the carrying path."""
+    from normbench.models.rnn import StepPlan
+    from normbench.norm_factory import recurrent
+
+    torch.manual_seed(0)
+    packed = cell(6, 8, recurrent(norm_factory(norm))).double()
+    with torch.no_grad():
+        for module in packed.modules():
+            if getattr(module, "running_mean", None) is not None:
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    carried = copy.deepcopy(packed)
+    carried.running_rows_only = False
+    lengths = torch.tensor([4, 9, 1, 7, 7, 3])
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    if mode == "left padded":
+        mask = mask.flip(1)
+    plan = StepPlan.of(mask, packed._norms_skip_padding())
+    assert (plan.order is not None) == (norm != "batch" and mode != "left padded")
+    x = torch.randn(6, 10, 6, dtype=torch.float64)
+    results = []
+    for layer in (packed, carried):
+        layer.train(mode != "eval")
+        xi = x.clone().requires_grad_(True)
+        out = layer(xi, mask)
+        (out * mask[..., None] * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum().backward()
+        results.append([out, xi.grad, *(p.grad for p in layer.parameters()), *layer.buffers()])
+    for ours, reference in zip(*results, strict=True):
+        torch.testing.assert_close(ours, reference, **TOL)

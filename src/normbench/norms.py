@@ -35,6 +35,8 @@ class SequenceNorm(nn.Module):
     option: ClassVar[str | None] = None
     #: ``normalize_steps`` gives a recurrent cell's input side for all time steps in one call
     steps_at_once: ClassVar[bool] = False
+    #: padding never enters the statistics of the real tokens (a recurrent cell may leave padded rows out of a call)
+    masks_padding: ClassVar[bool] = False
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -139,6 +141,7 @@ class _BatchStatNorm(SequenceNorm):
 
     uses_batch_stats = True
     per_token = False
+    masks_padding = True
     SMALL_BATCH_MODES: ClassVar[tuple[str, ...]] = ("error", "running")
 
     def __init__(
@@ -237,11 +240,19 @@ class _BatchStatNorm(SequenceNorm):
         else:
             moments = None
         if moments is None:
-            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return self._with_running_stats(rows)
         mean, var, count = moments
         self._record(mean, var, self.running_mean, self.running_var)
         self._update_running(mean, var, count)
         return self._affine((rows - mean) * torch.rsqrt(var + self.eps))
+
+    def _with_running_stats(self, rows: Tensor) -> Tensor:
+        """``rows[N, C]`` normalized with the running statistics. In training (a recurrent step with fewer than two
+        real rows) with copies of them: the backward reads them, and a later step's update changes the buffers."""
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            mean, var = mean.clone(), var.clone()
+        return F.batch_norm(rows, mean, var, self.weight, self.bias, False, 0.0, self.eps)
 
     def _global_count(self, rows: Tensor) -> int:
         if not distributed_world():
@@ -381,7 +392,6 @@ class MaskedBatchNorm(_BatchStatNorm):
 
     option = "batch_masked"
     steps_at_once = True
-    masks_padding = True
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._normalize_rows)
@@ -592,7 +602,7 @@ class BatchRenorm(_BatchStatNorm):
     def _renorm_rows(self, rows: Tensor) -> Tensor:
         moments = self._batch_moments(rows)
         if moments is None:
-            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return self._with_running_stats(rows)
         mean, var, count = moments
         r_max, d_max = self.clip_limits(self.schedule_step())
         batch_std = torch.sqrt(var + self.eps)

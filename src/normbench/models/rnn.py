@@ -20,18 +20,24 @@ from normbench.norm_factory import NormFactory, recurrent
 from normbench.norms import NoNorm, SequenceNorm
 
 #: on a CPU the batch-statistic input side is normalized for all steps at once up to this batch size: beyond it the
-#: per-step calls, which normalize the real rows only, cost less (an LSTM layer at hidden 64 and 48 steps, 0.83x
-#: at batch 4, 0.99x at 32, 1.10x at 64); on a GPU always (each per-step call waits for the host once)
-CPU_STEPS_AT_ONCE = 32
+#: per-step calls on the running rows cost less (batch_masked LSTM / GRU layers at hidden 128 and 48 steps, all
+#: steps at once against per step: 0.86x / 0.81x at batch 8, 1.06x / 0.86x at 16, 1.13x / 1.04x at 32, 1.16x / 1.21x
+#: at 64); on a GPU always (each per-step call waits for the host once)
+CPU_STEPS_AT_ONCE = 16
 
 
 class _NormRecurrentLayer(nn.Module):
     """One recurrent layer: input projection for all steps at once, then the step loop."""
 
     gates: int
+    #: tensors in the recurrent state (``h`` first)
+    states: int
     #: normalize the input side of all steps in one call where the norm can (``SequenceNorm.steps_at_once``);
     #: False calls it once per step, the reference the tests hold that call against
     input_steps_at_once: bool = True
+    #: step only the sequences still running, as a packed sequence does (``StepPlan``); False carries every row
+    #: through every step, the reference the tests hold the packed steps against
+    running_rows_only: bool = True
 
     def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__()
@@ -44,6 +50,44 @@ class _NormRecurrentLayer(nn.Module):
         bound = 1.0 / math.sqrt(hidden_size)
         for weight in (self.input_proj.weight, self.hidden_proj.weight):
             nn.init.uniform_(weight, -bound, bound)
+
+    def _cell(
+        self, from_input: Tensor, state: tuple[Tensor, ...], step_mask: Tensor | None, t: int
+    ) -> tuple[Tensor, ...]:
+        """One step of the recurrence: the new state, ``h`` first."""
+        raise NotImplementedError
+
+    def _bias(self) -> Tensor:
+        """The bias added to the input side's gates."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        plan = StepPlan.of(mask, self.running_rows_only and self._norms_skip_padding())
+        x, mask = plan.sorted(x), plan.sorted(mask)
+        bias = self._bias()
+        projected, normed = self._project_inputs(x, mask, bias)
+        state = tuple(x.new_zeros(x.shape[0], self.hidden_size) for _ in range(self.states))
+        outputs = []
+        for t, (running, step_mask) in enumerate(plan.steps):
+            if running:
+                if running < len(state[0]):  # the sequences that ended keep their last state in an earlier output
+                    state = tuple(s[:running] for s in state)
+                from_input = self._input_gates(projected, normed, t, running, step_mask, bias)
+                new = self._cell(from_input, state, step_mask, t)
+                state = (
+                    new
+                    if step_mask is None
+                    else tuple(carry(step_mask, *pair) for pair in zip(new, state, strict=True))
+                )
+            outputs.append(state[0] if running else state[0][:0])
+        return plan.outputs(outputs)
+
+    def _norms_skip_padding(self) -> bool:
+        """Whether every norm's output at a real row is the same with the padded rows left out of the call: per-token
+        norms and the batch norms that mask padding, without synced statistics (every process must make the same
+        collective calls at every step, whatever its sequences' lengths)."""
+        norms = [m for m in self.modules() if isinstance(m, SequenceNorm)]
+        return all((n.per_token or n.masks_padding) and not getattr(n, "sync", False) for n in norms)
 
     def _project_inputs(self, x: Tensor, mask: Tensor, bias: Tensor) -> tuple[tuple[Tensor, ...], bool]:
         """All steps' input projections, one tensor per step; normalized here too when the norm is per token or
@@ -65,9 +109,16 @@ class _NormRecurrentLayer(nn.Module):
         return x.is_cuda or bool(getattr(self.norm_input, "sync", False)) or len(x) <= CPU_STEPS_AT_ONCE
 
     def _input_gates(
-        self, steps: tuple[Tensor, ...], already_normed: bool, t: int, step_mask: Tensor | None, bias: Tensor
+        self,
+        steps: tuple[Tensor, ...],
+        already_normed: bool,
+        t: int,
+        running: int,
+        step_mask: Tensor | None,
+        bias: Tensor,
     ) -> Tensor:
-        return steps[t] if already_normed else self.norm_input(steps[t], step_mask, step=t) + bias
+        rows = steps[t] if running == len(steps[t]) else steps[t][:running]
+        return rows if already_normed else self.norm_input(rows, step_mask, step=t) + bias
 
     def _recurrent_gates(self, from_input: Tensor, h: Tensor, step_mask: Tensor | None, t: int) -> Tensor:
         """``from_input + N_h(W_h h)``: one fused multiply-add when there is no hidden-side norm."""
@@ -76,25 +127,64 @@ class _NormRecurrentLayer(nn.Module):
         return from_input + self.norm_hidden(self.hidden_proj(h), step_mask, step=t)
 
 
-def step_masks(mask: Tensor) -> list[Tensor | None]:
-    """Each time step's mask ``[B]``, or ``None`` where every sequence is real at that step.
-
-    Norms take ``None`` as "no padding", so full steps skip the gather/scatter of the batch-statistic norms and
-    the cells skip carrying the state over padding; one host sync per forward decides it for all steps.
-    """
-    full = mask.all(0).tolist()
-    return [None if full[t] else mask[:, t] for t in range(mask.shape[1])]
-
-
-def carry(step_mask: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+def carry(step_mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
     """The new state where the sequence is real at this step, the old one over its padding."""
-    return new if step_mask is None else torch.where(step_mask[:, None], new, old)
+    return torch.where(step_mask[:, None], new, old)
+
+
+class StepPlan:
+    """Which rows each time step computes, and how the steps' outputs make the layer's ``[B, T, H]``.
+
+    Packed (a right-padded batch of non-empty sequences whose norms leave padding out): the sequences sorted longest
+    first, so the ones still running at step t are the first ``running[t]`` rows, and a step computes those rows
+    only, as ``nn.LSTM`` does on a packed sequence: no padded rows in a batch norm's statistics, no gather of the
+    real rows, no state to carry. The output at a padded position is the sequence's last state, as when carried;
+    one gather at the end puts every output in place and the batch back in its order. Otherwise every row steps
+    and a step's mask carries the state over padding. One host sync per forward plans every step.
+    """
+
+    def __init__(
+        self, steps: list[tuple[int, Tensor | None]], order: Tensor | None = None, index: Tensor | None = None
+    ) -> None:
+        #: per step: how many rows step (the first ones), and the mask of the real ones among them (None: all)
+        self.steps = steps
+        self.order = order  # the batch sorted, where it was not
+        self.index = index  # [B, T]: each output's row in the steps' outputs, concatenated (packed)
+
+    @classmethod
+    def of(cls, mask: Tensor, skip_padding: bool) -> StepPlan:
+        batch, length = mask.shape
+        positions = torch.arange(length, device=mask.device)
+        lengths = mask.sum(1)
+        packable = skip_padding and bool(((positions < lengths[:, None]) == mask).all() & (lengths > 0).all())
+        if not packable:
+            full = mask.all(0).tolist()
+            return cls([(batch, None if full[t] else mask[:, t]) for t in range(length)])
+        lengths, order = torch.sort(lengths, descending=True, stable=True)
+        running = (lengths[None, :] > positions[:, None]).sum(1)
+        starts = torch.cumsum(running, 0) - running
+        last_step = torch.minimum(positions[None, :], lengths[:, None] - 1)  # [B, T], in sorted order
+        index = starts[last_step] + torch.arange(batch, device=mask.device)[:, None]
+        identity = bool((order == torch.arange(batch, device=mask.device)).all())
+        if not identity:
+            index = index[torch.argsort(order)]
+        return cls([(k, None) for k in running.tolist()], None if identity else order, index)
+
+    def sorted(self, x: Tensor) -> Tensor:
+        return x if self.order is None else x.index_select(0, self.order)
+
+    def outputs(self, per_step: list[Tensor]) -> Tensor:
+        """``[B, T, H]`` from each step's output rows."""
+        if self.index is None:
+            return torch.stack(per_step, dim=1)
+        rows = torch.cat(per_step)
+        return rows.index_select(0, self.index.reshape(-1)).view(*self.index.shape, rows.shape[-1])
 
 
 class NormLSTMLayer(_NormRecurrentLayer):
     """LSTM: gates = N_x(W_x x) + N_h(W_h h) + b;  h = o * tanh(N_c(c))."""
 
-    gates = 4
+    gates, states = 4, 2
 
     def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__(input_size, hidden_size, norm)
@@ -103,49 +193,44 @@ class NormLSTMLayer(_NormRecurrentLayer):
         with torch.no_grad():
             self.bias[hidden_size : 2 * hidden_size].fill_(1.0)  # forget gate open at the start
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        batch = x.shape[0]
-        projected, normed = self._project_inputs(x, mask, self.bias)
-        h = x.new_zeros(batch, self.hidden_size)
-        c = x.new_zeros(batch, self.hidden_size)
-        outputs = []
-        for t, step_mask in enumerate(step_masks(mask)):
-            from_input = self._input_gates(projected, normed, t, step_mask, self.bias)
-            gates = self._recurrent_gates(from_input, h, step_mask, t)
-            i, f, g, o = gates.chunk(4, dim=-1)
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask, step=t))
-            c, h = carry(step_mask, c_new, c), carry(step_mask, h_new, h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)
+    def _bias(self) -> Tensor:
+        return self.bias
+
+    def _cell(
+        self, from_input: Tensor, state: tuple[Tensor, ...], step_mask: Tensor | None, t: int
+    ) -> tuple[Tensor, ...]:
+        h, c = state
+        gates = self._recurrent_gates(from_input, h, step_mask, t)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(self.norm_cell(c_new, step_mask, step=t))
+        return h_new, c_new
 
 
 class NormGRULayer(_NormRecurrentLayer):
     """GRU as in ``nn.GRU``, with N_x(W_x x) and N_h(W_h h) in place of the two projections."""
 
-    gates = 3
+    gates, states = 3, 1
 
     def __init__(self, input_size: int, hidden_size: int, norm: NormFactory) -> None:
         super().__init__(input_size, hidden_size, norm)
         self.input_bias = nn.Parameter(torch.zeros(3 * hidden_size))
         self.hidden_bias = nn.Parameter(torch.zeros(3 * hidden_size))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        batch = x.shape[0]
-        projected, normed = self._project_inputs(x, mask, self.input_bias)
-        h = x.new_zeros(batch, self.hidden_size)
-        outputs = []
-        for t, step_mask in enumerate(step_masks(mask)):
-            from_input = self._input_gates(projected, normed, t, step_mask, self.input_bias)
-            from_hidden = self._recurrent_gates(self.hidden_bias, h, step_mask, t)
-            r_x, z_x, n_x = from_input.chunk(3, dim=-1)
-            r_h, z_h, n_h = from_hidden.chunk(3, dim=-1)
-            r = torch.sigmoid(r_x + r_h)
-            z = torch.sigmoid(z_x + z_h)
-            n = torch.tanh(n_x + r * n_h)
-            h = carry(step_mask, (1 - z) * n + z * h, h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)
+    def _bias(self) -> Tensor:
+        return self.input_bias
+
+    def _cell(
+        self, from_input: Tensor, state: tuple[Tensor, ...], step_mask: Tensor | None, t: int
+    ) -> tuple[Tensor, ...]:
+        (h,) = state
+        from_hidden = self._recurrent_gates(self.hidden_bias, h, step_mask, t)
+        r_x, z_x, n_x = from_input.chunk(3, dim=-1)
+        r_h, z_h, n_h = from_hidden.chunk(3, dim=-1)
+        r = torch.sigmoid(r_x + r_h)
+        z = torch.sigmoid(z_x + z_h)
+        n = torch.tanh(n_x + r * n_h)
+        return ((1 - z) * n + z * h,)
 
 
 CELLS: dict[str, type[_NormRecurrentLayer]] = {"lstm": NormLSTMLayer, "gru": NormGRULayer}
