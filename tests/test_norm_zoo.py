@@ -175,6 +175,7 @@ def test_power_norm_matches_algorithm_1_on_the_real_tokens() -> None:
         torch.testing.assert_close(out[mask], y, **TOL)
         torch.testing.assert_close(gx[mask], grad_x, **TOL)
         torch.testing.assert_close(norm.weight.grad, grad_w, **TOL)
+        torch.testing.assert_close(norm.bias.grad, grad_out[mask].sum(0), **TOL)
         torch.testing.assert_close(norm.running_var, psi2, **TOL)
         torch.testing.assert_close(norm.grad_ema, nu, **TOL)
     norm.eval()
@@ -205,15 +206,19 @@ def test_batch_renorm_matches_the_paper_with_r_and_d_as_constants() -> None:
         std, running_std = torch.sqrt(var + 1e-5), torch.sqrt(running_var + 1e-5)
         r = (std.detach() / running_std).clamp(1 / r_max, r_max)
         d = ((mean.detach() - running_mean) / running_std).clamp(-d_max, d_max)
-        expected = norm.weight.detach() * ((rows - mean) / std * r + d) + norm.bias.detach()
+        weight, bias = (p.detach().clone().requires_grad_(True) for p in (norm.weight, norm.bias))
+        expected = weight * ((rows - mean) / std * r + d) + bias
         (expected * grad_out[mask]).sum().backward()
         n = rows.shape[0]
         running_mean = 0.9 * running_mean + 0.1 * mean.detach()
         running_var = 0.9 * running_var + 0.1 * var.detach() * n / (n - 1)
 
+        norm.zero_grad()
         out, gx = _forward_backward(norm, x, mask, grad_out)
         torch.testing.assert_close(out[mask], expected.detach(), **TOL)
         torch.testing.assert_close(gx[mask], rows.grad, **TOL)
+        torch.testing.assert_close(norm.weight.grad, weight.grad, **TOL)
+        torch.testing.assert_close(norm.bias.grad, bias.grad, **TOL)
         torch.testing.assert_close(norm.running_mean, running_mean, **TOL)
         torch.testing.assert_close(norm.running_var, running_var, **TOL)
 

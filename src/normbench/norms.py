@@ -11,7 +11,6 @@ that op does the work (speed, and agreement by design).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -246,6 +245,10 @@ class _BatchStatNorm(SequenceNorm):
         self._update_running(mean, var, count)
         return self._affine((rows - mean) * torch.rsqrt(var + self.eps))
 
+    def _reduce(self, tensor: Tensor) -> Tensor:
+        """A sum over processes under ``sync``, else this process's own."""
+        return all_reduce_sum(tensor) if self.sync else tensor
+
     def _with_running_stats(self, rows: Tensor) -> Tensor:
         """``rows[N, C]`` normalized with the running statistics. In training (a recurrent step with fewer than two
         real rows) with copies of them: the backward reads them, and a later step's update changes the buffers."""
@@ -303,8 +306,8 @@ class _BatchStatNorm(SequenceNorm):
                 self.eps,
             ).view_as(x)
             return out.to(dtype)
-        reduce = all_reduce_sum if self.sync else (lambda tensor: tensor)
-        count, mean, centred, var = self._moments_per_step(x, real.to(x.dtype), reduce)
+        weight = real.to(x.dtype)
+        count, mean, centred, var = self._moments_per_step(x, weight)
         if self.small_batch == "error" and bool((count < 2).any()):
             raise self._too_few(int(count.min()))
         usable = count >= 2
@@ -312,27 +315,40 @@ class _BatchStatNorm(SequenceNorm):
         if self.fluctuation is not None:
             for t in usable.squeeze(-1).nonzero().squeeze(1).tolist():
                 self._record(mean[t], var[t], run_mean[t], run_var[t])
-        return self._normalized_per_step(centred, mean, var, run_mean, run_var, usable).to(dtype)
+        return self._normalized_per_step(x, weight, count, mean, centred, var, run_mean, run_var).to(dtype)
 
-    @staticmethod
-    def _moments_per_step(
-        x: Tensor, weight: Tensor, reduce: Callable[[Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    @torch.no_grad()
+    def _moments_per_step(self, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Count ``[T, 1]``, mean and biased variance ``[T, C]`` over the batch at each step of ``x[B, T, C]``
-        (``weight[B, T]``: 1 where a value counts), and ``x - mean``; ``reduce`` sums over processes or not."""
-        count = reduce(weight.sum(0))[:, None]
-        mean = reduce((x * weight[..., None]).sum(0)) / count.clamp_min(1)
-        centred = x - mean
-        var = reduce((centred * centred * weight[..., None]).sum(0)) / count.clamp_min(1)
+        (``weight[B, T]``: 1 where a value counts, over processes under ``sync``), and ``(x - mean) * weight``."""
+        count = self._reduce(weight.sum(0))[:, None]
+        weight = weight[..., None]
+        mean = self._reduce((x * weight).sum(0)) / count.clamp_min(1)
+        centred = (x - mean).mul_(weight)
+        var = self._reduce((centred * centred).sum(0)) / count.clamp_min(1)
         return count, mean, centred, var
 
     def _normalized_per_step(
-        self, centred: Tensor, mean: Tensor, var: Tensor, run_mean: Tensor, run_var: Tensor, usable: Tensor
+        self,
+        x: Tensor,
+        weight: Tensor,
+        count: Tensor,
+        mean: Tensor,
+        centred: Tensor,
+        var: Tensor,
+        run_mean: Tensor,
+        run_var: Tensor,
     ) -> Tensor:
-        """Each step normalized with its batch statistics where ``usable``, else with the running ones, then the
-        affine map: one addcmul pass, ``centred * scale + offset`` with ``[T, C]`` factors (``x - running mean``
-        is ``centred + (mean - running mean)``, the second term folded into the offset)."""
-        return self._scaled(centred, torch.where(usable, var, run_var), torch.where(usable, 0.0, mean - run_mean))
+        """Each step normalized with its batch statistics where it has two values or more, else with the running
+        ones (``x - running mean`` is ``centred + (mean - running mean)``), then the affine map; 0 where ``weight``
+        is 0 (``_StepNormFunction``)."""
+        usable = count >= 2
+        rstd = torch.rsqrt(torch.where(usable, var, run_var) + self.eps)
+        shift = torch.where(usable, 0.0, mean - run_mean)
+        share = usable / count.clamp_min(1)
+        return _StepNormFunction.apply(
+            x, self.weight, self.bias, centred, weight[..., None], rstd, shift, share, self._reduce
+        )
 
     def _scaled(self, centred: Tensor, var: Tensor, shift: Tensor) -> Tensor:
         """``(centred + shift) / sqrt(var + eps)``, then the affine map, in one pass over ``centred``."""
@@ -366,6 +382,42 @@ class _BatchStatNorm(SequenceNorm):
         self.running_var.copy_(run_var[-1])
         self.num_batches_tracked.add_(int(used.sum()))
         return run_mean[:-1].to(mean.dtype), run_var[:-1].to(var.dtype)
+
+
+class _StepNormFunction(torch.autograd.Function):
+    """Batch norm over dim 0 of ``x[B, T, C]`` at each step with given statistics, and its backward in closed form:
+    a handful of passes where autograd through the same ops makes three times as many.
+
+    ``centred = (x - mean) * real`` (``real[B, T, 1]``: 1 at the values that count), ``rstd[T, C]`` of the variance
+    in use, ``shift[T, C]`` added to ``centred`` before scaling (``mean - running mean`` at a step on running
+    statistics), ``share[T, 1]``: ``1 / count`` at a step on batch statistics, 0 at one on running statistics (no
+    gradient through them). ``reduce`` sums the input gradient's two reductions over processes under ``sync``
+    (as ``nn.SyncBatchNorm``); the parameters' gradients stay this process's own, for DDP to average.
+    Output: ``((centred + shift) * rstd * weight + bias) * real``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, centred, real, rstd, shift, share, reduce):  # noqa: ANN001
+        scale = rstd if weight is None else rstd * weight
+        offset = shift * scale if bias is None else torch.addcmul(bias, shift, scale)
+        ctx.save_for_backward(centred, real, rstd, scale, shift, share)
+        ctx.reduce, ctx.affine = reduce, weight is not None
+        return torch.addcmul(offset, centred, scale).mul_(real)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: ANN001
+        centred, real, rstd, scale, shift, share = ctx.saved_tensors
+        grad_real = grad_y * real
+        sum_grad = grad_real.sum(0)
+        sum_grad_centred = (grad_y * centred).sum(0)
+        grad_weight = grad_bias = None
+        if ctx.affine:
+            grad_weight = (rstd * torch.addcmul(sum_grad_centred, shift, sum_grad)).sum(0)
+            grad_bias = sum_grad.sum(0)
+        mean_term = scale * share * ctx.reduce(sum_grad)
+        centred_term = scale * rstd * rstd * share * ctx.reduce(sum_grad_centred)
+        grad_x = torch.addcmul(-mean_term, grad_real, scale).mul_(real).addcmul_(centred, centred_term, value=-1)
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 class BatchNorm(_BatchStatNorm):
@@ -453,7 +505,7 @@ class StepBatchNorm(_BatchStatNorm):
             return self._zero_padding(out, weight, per_step, x)
         if self.small_batch == "error":
             self._use_batch_stats(x3[real.any(1), 0])  # one row per real sequence
-        count, mean, centred, var = self._moments_per_step(x3, weight, all_reduce_sum)
+        count, mean, centred, var = self._moments_per_step(x3, weight)
         usable = count >= 2
         tracked = max(0, min(length, self.max_steps - first))  # the positions with running statistics of their own
         if self.fluctuation is not None:
@@ -461,8 +513,8 @@ class StepBatchNorm(_BatchStatNorm):
             self._record(mean[:tracked][kept], var[:tracked][kept], run_mean[:tracked][kept], run_var[:tracked][kept])
         if self.update_running and tracked:
             self._update_steps(slice(first, first + tracked), mean[:tracked], var[:tracked], count[:tracked])
-        out = self._normalized_per_step(centred, mean, var, run_mean, run_var, usable)
-        return self._zero_padding(out, weight, per_step, x)
+        out = self._normalized_per_step(x3, weight, count, mean, centred, var, run_mean, run_var)
+        return out[:, 0] if per_step else out.view_as(x)
 
     @staticmethod
     def _zero_padding(out: Tensor, weight: Tensor, per_step: bool, x: Tensor) -> Tensor:
@@ -490,29 +542,30 @@ class _PowerNormFunction(torch.autograd.Function):
 
     Backward: ``dL/dX = (g - nu * X_hat) / psi`` with ``g = gamma * dL/dY``, then
     ``nu <- nu * (1 - (1 - alpha) * Gamma) + (1 - alpha) * Lambda`` with ``Gamma = mean(X_hat^2)`` and
-    ``Lambda = mean(X_hat * g)`` over the real tokens (Eq. 8), all-reduced when ``sync`` is on.
+    ``Lambda = mean(X_hat * g)`` over the real tokens (Eq. 8), all-reduced when ``sync`` is on. With
+    ``X_hat = X * scale``: ``Gamma = scale^2 * mean(X^2)``, the batch's quadratic mean the forward already has, and
+    ``Lambda = scale * gamma * mean(X * dL/dY)``, whose sum ``dL/dgamma`` needs too: one reduction serves both.
     """
 
     @staticmethod
-    def forward(ctx, rows, weight, bias, scale, nu, alpha_bwd, update_nu):  # noqa: ANN001
-        x_hat = rows * scale
-        ctx.save_for_backward(x_hat, weight, scale)
+    def forward(ctx, rows, weight, bias, scale, batch_psi2, nu, alpha_bwd, update_nu, reduce):  # noqa: ANN001
+        ctx.save_for_backward(rows, weight, scale, batch_psi2)
         # nu is read when the backward runs and updated in place there: kept outside save_for_backward
-        ctx.nu, ctx.alpha_bwd, ctx.update_nu = nu, alpha_bwd, update_nu
-        return x_hat * weight + bias
+        ctx.nu, ctx.alpha_bwd, ctx.update_nu, ctx.reduce = nu, alpha_bwd, update_nu, reduce
+        return torch.addcmul(bias, rows, scale * weight)
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: ANN001
-        x_hat, weight, scale = ctx.saved_tensors
+        rows, weight, scale, batch_psi2 = ctx.saved_tensors
         nu = ctx.nu
-        g = grad_y * weight
-        grad_rows = (g - nu * x_hat) * scale
+        grad_rows = torch.mul(grad_y, weight * scale).addcmul_(rows, nu * scale * scale, value=-1)
+        grad_times_rows = (grad_y * rows).sum(0)
         if ctx.update_nu:
-            count = all_reduce_sum(grad_y.new_tensor([float(grad_y.shape[0])]))
-            gamma = all_reduce_sum(x_hat.pow(2).sum(0)) / count
-            lam = all_reduce_sum((x_hat * g).sum(0)) / count
+            count = ctx.reduce(grad_y.new_tensor([float(grad_y.shape[0])]))
+            gamma = scale * scale * batch_psi2
+            lam = ctx.reduce(grad_times_rows) * scale * weight / count
             nu.mul_(1 - (1 - ctx.alpha_bwd) * gamma).add_((1 - ctx.alpha_bwd) * lam)
-        return grad_rows, (grad_y * x_hat).sum(0), grad_y.sum(0), None, None, None, None
+        return grad_rows, grad_times_rows * scale, grad_y.sum(0), None, None, None, None, None, None
 
 
 class PowerNorm(_BatchStatNorm):
@@ -546,9 +599,13 @@ class PowerNorm(_BatchStatNorm):
         weight = self.weight if self.weight is not None else rows.new_ones(self.num_features)
         bias = self.bias if self.bias is not None else rows.new_zeros(self.num_features)
         if not self._use_batch_stats(rows):
-            return rows * torch.rsqrt(self.running_var + self.eps) * weight + bias
-        count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
-        batch_psi2 = all_reduce_sum(rows.detach().pow(2).sum(0)) / count
+            return torch.addcmul(bias, rows, torch.rsqrt(self.running_var + self.eps) * weight)
+        if self.sync:
+            count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
+            batch_psi2 = all_reduce_sum(rows.detach().pow(2).sum(0)) / count
+        else:  # the native kernel's one pass: mean and biased variance, then mean(X^2) = var + mean^2
+            mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
+            batch_psi2 = torch.addcmul(var, mean, mean)
         warming_up = self.schedule_step() < self.warmup_steps
         psi2 = batch_psi2 if warming_up else self.running_var.clone()
         self._record(None, batch_psi2, None, self.running_var)
@@ -557,7 +614,9 @@ class PowerNorm(_BatchStatNorm):
                 self.running_var.lerp_(batch_psi2, self.momentum)
                 self.num_batches_tracked.add_(1)
         scale = torch.rsqrt(psi2 + self.eps)
-        return _PowerNormFunction.apply(rows, weight, bias, scale, self.grad_ema, self.alpha_bwd, self.update_running)
+        return _PowerNormFunction.apply(
+            rows, weight, bias, scale, batch_psi2, self.grad_ema, self.alpha_bwd, self.update_running, self._reduce
+        )
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._power_rows)
@@ -599,20 +658,42 @@ class BatchRenorm(_BatchStatNorm):
 
         return 1.0 + (self.r_max - 1.0) * progress(self.r_max_steps), self.d_max * progress(self.d_max_steps)
 
+    def _corrections(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r, d)``: the batch's statistics against the running ones, clipped; constants of the backward."""
+        r_max, d_max = self.clip_limits(self.schedule_step())
+        running_std = torch.sqrt(self.running_var + self.eps)
+        r = (torch.sqrt(var.detach() + self.eps) / running_std).clamp(1.0 / r_max, r_max)
+        d = ((mean.detach() - self.running_mean) / running_std).clamp(-d_max, d_max)
+        return r, d
+
     def _renorm_rows(self, rows: Tensor) -> Tensor:
+        if not self.sync:
+            return self._renorm_native(rows)
         moments = self._batch_moments(rows)
         if moments is None:
             return self._with_running_stats(rows)
         mean, var, count = moments
-        r_max, d_max = self.clip_limits(self.schedule_step())
-        batch_std = torch.sqrt(var + self.eps)
-        running_std = torch.sqrt(self.running_var + self.eps)
-        r = (batch_std.detach() / running_std).clamp(1.0 / r_max, r_max)
-        d = ((mean.detach() - self.running_mean) / running_std).clamp(-d_max, d_max)
+        r, d = self._corrections(mean, var)
         self._record(mean, var, self.running_mean, self.running_var)
-        normalized = (rows - mean) / batch_std * r + d
+        normalized = (rows - mean) * torch.rsqrt(var + self.eps) * r + d
         self._update_running(mean, var, count)
         return self._affine(normalized)
+
+    def _renorm_native(self, rows: Tensor) -> Tensor:
+        """``nn.BatchNorm1d``'s kernel with the corrections folded into its affine map: with ``r`` and ``d``
+        constants, ``(x_hat * r + d) * gamma + beta`` is batch norm with weight ``gamma * r`` and bias
+        ``beta + gamma * d``. The statistics for ``r`` and ``d`` come from the kernel's own one-pass reduction."""
+        if not self._use_batch_stats(rows):
+            return self._with_running_stats(rows)
+        mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
+        r, d = self._corrections(mean, var)
+        self._record(mean, var, self.running_mean, self.running_var)
+        weight = r if self.weight is None else self.weight * r
+        bias = d if self.weight is None else torch.addcmul(self.bias, self.weight, d)
+        running = (self.running_mean, self.running_var) if self.update_running else (None, None)
+        if self.update_running:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(rows, *running, weight, bias, True, self.momentum, self.eps)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._renorm_rows)
