@@ -427,3 +427,19 @@ def test_a_sampled_instrument_is_the_mean_of_its_samples_over_the_second_half_of
     assert values[0]["stats/scale_shift"] == pytest.approx((0.2 + 0.4) / 2)
     assert "stats/l0/scale_shift" not in values[0]  # a headline key only
     assert values[1]["grad_norm/max_total"] == 2.0  # an instrument that is not sampled: its last value
+
+
+def test_sentence_leaves_out_the_keys_a_group_never_set():
+    """Arms of one entry set different keys (an LSTM has no model.causal, a classification arm no eval_tokens):
+    a key that is None names nothing, shared or not; the keys that differ still name each group."""
+    from normbench.report.confidence import Estimate
+    from normbench.report.summary import Comparison, Group
+
+    lstm = Group((("data", "mr"), ("data.eval_tokens", None), ("model", "lstm"), ("model.causal", None)), "batch")
+    transformer = Group(
+        (("data", "mr"), ("data.eval_tokens", None), ("model", "transformer"), ("model.causal", False)), "batch"
+    )
+    sentence = Comparison(transformer, lstm, "stats/scale_shift", Estimate(0.5, 0.1, 4, "paired")).sentence()
+    assert sentence.startswith("At data mr, batch (model lstm) is 0.50 +/- 0.10 ")
+    assert "than batch (model transformer, causal False) (" in sentence
+    assert "None" not in sentence

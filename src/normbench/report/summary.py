@@ -271,7 +271,8 @@ class Comparison:
 
     def sentence(self) -> str:
         d, metric = self.difference, self.metric
-        shared = tuple(kv for kv in self.best.settings if kv in self.worst.settings)
+        # a key one arm of an entry never sets (None in both, or in one) says nothing about either group
+        shared = tuple(kv for kv in self.best.settings if kv in self.worst.settings and kv[1] is not None)
         direction = (
             ("below" if d.mean < 0 else "above")
             if is_proportion(metric)
@@ -299,7 +300,7 @@ class Comparison:
 
     @staticmethod
     def _name(group: Group, shared: tuple) -> str:
-        own = setting_label((kv for kv in group.settings if kv not in shared), skip=())
+        own = setting_label((kv for kv in group.settings if kv not in shared and kv[1] is not None), skip=())
         return f"{group.norm} ({own})" if own else group.norm
 
 
