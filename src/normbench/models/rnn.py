@@ -3,8 +3,9 @@
 Placement follows Ba et al. (2016) for layer norm and Cooijmans et al. (2016) for batch norm: the
 input and recurrent gate pre-activations are normalized separately, and the LSTM cell state is
 normalized before its output non-linearity. With ``norm=none`` the layers compute exactly what
-``nn.LSTM`` / ``nn.GRU`` compute. Padding is handled by carrying a sequence's state unchanged over
-its padded steps, so a padded batch gives the same real-token outputs as each sequence alone.
+``nn.LSTM`` / ``nn.GRU`` compute. A sequence's state stays unchanged over its padded steps, so a padded batch
+gives the same real-token outputs as each sequence alone: a step computes only the sequences still running where
+the batch is right-padded and the norms leave padding out (``StepPlan``), else every row with the state carried.
 """
 
 from __future__ import annotations
@@ -156,19 +157,20 @@ class StepPlan:
         batch, length = mask.shape
         positions = torch.arange(length, device=mask.device)
         lengths = mask.sum(1)
-        packable = skip_padding and bool(((positions < lengths[:, None]) == mask).all() & (lengths > 0).all())
-        if not packable:
-            full = mask.all(0).tolist()
+        sorted_lengths, order = torch.sort(lengths, descending=True, stable=True)
+        running = (sorted_lengths[None, :] > positions[:, None]).sum(1)
+        packable = ((positions < lengths[:, None]) == mask).all() & (lengths > 0).all() & skip_padding
+        identity = (order == torch.arange(batch, device=mask.device)).all()
+        # one transfer to the host for the whole plan
+        plan = torch.cat([packable[None], identity[None], mask.all(0), running]).tolist()
+        (packed, sorted_already), full, counts = plan[:2], plan[2 : 2 + length], plan[2 + length :]
+        if not packed:
             return cls([(batch, None if full[t] else mask[:, t]) for t in range(length)])
-        lengths, order = torch.sort(lengths, descending=True, stable=True)
-        running = (lengths[None, :] > positions[:, None]).sum(1)
-        starts = torch.cumsum(running, 0) - running
-        last_step = torch.minimum(positions[None, :], lengths[:, None] - 1)  # [B, T], in sorted order
-        index = starts[last_step] + torch.arange(batch, device=mask.device)[:, None]
-        identity = bool((order == torch.arange(batch, device=mask.device)).all())
-        if not identity:
+        last_step = torch.minimum(positions[None, :], sorted_lengths[:, None] - 1)  # [B, T], in sorted order
+        index = (torch.cumsum(running, 0) - running)[last_step] + torch.arange(batch, device=mask.device)[:, None]
+        if not sorted_already:
             index = index[torch.argsort(order)]
-        return cls([(k, None) for k in running.tolist()], None if identity else order, index)
+        return cls([(k, None) for k in counts], None if sorted_already else order, index)
 
     def sorted(self, x: Tensor) -> Tensor:
         return x if self.order is None else x.index_select(0, self.order)
