@@ -282,6 +282,8 @@ class _BatchStatNorm(SequenceNorm):
         if mask.shape != x.shape[:-1]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match x shape {tuple(x.shape)}")
         rows = mask.reshape(-1).nonzero().squeeze(1)
+        if len(rows) == len(flat):  # no padding (a language model's chunks): nothing to gather, the same numbers
+            return normalize(flat).to(x.dtype).view_as(x)
         normalized = normalize(flat.index_select(0, rows)).to(x.dtype)
         return flat.new_zeros(flat.shape).index_add_(0, rows, normalized).view_as(x)
 
