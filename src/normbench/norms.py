@@ -323,9 +323,10 @@ class _BatchStatNorm(SequenceNorm):
     def _moments_per_step(self, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Count ``[T, 1]``, mean and biased variance ``[T, C]`` over the batch at each step of ``x[B, T, C]``
         (``weight[B, T]``: 1 where a value counts, over processes under ``sync``), and ``(x - mean) * weight``."""
-        count = self._reduce(weight.sum(0))[:, None]
         weight = weight[..., None]
-        mean = self._reduce((x * weight).sum(0)) / count.clamp_min(1)
+        count_and_sums = self._reduce(torch.cat([weight.sum(0), (x * weight).sum(0)], 1))  # one all-reduce for both
+        count = count_and_sums[:, :1]
+        mean = count_and_sums[:, 1:] / count.clamp_min(1)
         centred = (x - mean).mul_(weight)
         var = self._reduce((centred * centred).sum(0)) / count.clamp_min(1)
         return count, mean, centred, var
