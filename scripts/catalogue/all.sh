@@ -8,7 +8,7 @@
 # and the overrides given, one entry after another, into DIR/<entry>/ (DIR: default multirun/catalogue/<time>); the
 # scorecard goes to DIR/scorecard.md and DIR/scorecard.csv. A norm of your own joins by a yaml of its own (with a
 # `sync: false` key, which the ddp entry sweeps): norm._target_= or +norm.<arg>= would apply to layer norm too.
-# At CPU scale the whole catalogue takes more than an hour (the built-in set: 78 min of sweeps on 2 cores).
+# At CPU scale the whole catalogue takes more than an hour (the built-in set: 77 min of sweeps on 2 cores).
 # The exit code is the first failure's.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
