@@ -231,11 +231,7 @@ class _BatchStatNorm(SequenceNorm):
         if self.sync or self.fluctuation is not None:
             moments = self._batch_moments(rows)
         elif self._use_batch_stats(rows):
-            # native kernel: exact nn.BatchNorm1d, fused forward and backward
-            running = (self.running_mean, self.running_var) if self.update_running else (None, None)
-            if self.update_running:
-                self.num_batches_tracked.add_(1)
-            return F.batch_norm(rows, *running, self.weight, self.bias, True, self.momentum, self.eps)
+            return self._native_batch_norm(rows, self.weight, self.bias)
         else:
             moments = None
         if moments is None:
@@ -244,6 +240,14 @@ class _BatchStatNorm(SequenceNorm):
         self._record(mean, var, self.running_mean, self.running_var)
         self._update_running(mean, var, count)
         return self._affine((rows - mean) * torch.rsqrt(var + self.eps))
+
+    def _native_batch_norm(self, rows: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        """``nn.BatchNorm1d``'s training kernel on ``rows[N, C]`` (fused forward and backward), updating the running
+        statistics unless ``update_running`` is off."""
+        running = (self.running_mean, self.running_var) if self.update_running else (None, None)
+        if self.update_running:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(rows, *running, weight, bias, True, self.momentum, self.eps)
 
     def _reduce(self, tensor: Tensor) -> Tensor:
         """A sum over processes under ``sync``, else this process's own."""
@@ -603,12 +607,12 @@ class PowerNorm(_BatchStatNorm):
         bias = self.bias if self.bias is not None else rows.new_zeros(self.num_features)
         if not self._use_batch_stats(rows):
             return torch.addcmul(bias, rows, torch.rsqrt(self.running_var + self.eps) * weight)
+        # mean(X^2) = var + mean^2: over all processes under sync (_moments), else from the native kernel's one pass
         if self.sync:
-            count = all_reduce_sum(rows.new_tensor([float(rows.shape[0])]))
-            batch_psi2 = all_reduce_sum(rows.detach().pow(2).sum(0)) / count
-        else:  # the native kernel's one pass: mean and biased variance, then mean(X^2) = var + mean^2
+            mean, var, _ = self._moments(rows.detach())
+        else:
             mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
-            batch_psi2 = torch.addcmul(var, mean, mean)
+        batch_psi2 = torch.addcmul(var, mean, mean)
         warming_up = self.schedule_step() < self.warmup_steps
         psi2 = batch_psi2 if warming_up else self.running_var.clone()
         self._record(None, batch_psi2, None, self.running_var)
@@ -693,10 +697,7 @@ class BatchRenorm(_BatchStatNorm):
         self._record(mean, var, self.running_mean, self.running_var)
         weight = r if self.weight is None else self.weight * r
         bias = d if self.weight is None else torch.addcmul(self.bias, self.weight, d)
-        running = (self.running_mean, self.running_var) if self.update_running else (None, None)
-        if self.update_running:
-            self.num_batches_tracked.add_(1)
-        return F.batch_norm(rows, *running, weight, bias, True, self.momentum, self.eps)
+        return self._native_batch_norm(rows, weight, bias)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
         return self._masked_rows(x, mask, self._renorm_rows)
