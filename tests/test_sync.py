@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from normbench.norm_factory import norm_factory
+from normbench.norms import FluctuationMeter
 
 C = 8
 WORLD = 2
@@ -24,13 +25,22 @@ def _batch(step: int):
     return x, mask, grad_out
 
 
-def _build(name: str, sync: bool):
+def _build(name: str, sync: bool, meter: bool = False):
+    """``meter``: with a fluctuation meter, which takes batch_masked off the native kernel onto its own sums."""
     torch.manual_seed(0)
     norm = norm_factory(name, sync=sync)(C)
     with torch.no_grad():
         for p in norm.parameters():
             p.uniform_(0.5, 1.5)
+    if meter:
+        norm.fluctuation = FluctuationMeter()
     return norm
+
+
+#: without sync under DDP: each process on its own half, as one process alone (no collective may reach the sums)
+UNSYNCED = {f"{name}, unsynced": (name, False) for name in NORMS} | {
+    "batch_masked, unsynced, fluctuation meter": ("batch_masked", True)
+}
 
 
 def _run(norm, rows: slice | list[int]) -> list[dict]:
@@ -56,9 +66,9 @@ def _run(norm, rows: slice | list[int]) -> list[dict]:
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        results = {
-            name: _run(_build(name, sync=True).train(), list(range(rank, len(LENGTHS), WORLD))) for name in NORMS
-        }
+        rows = list(range(rank, len(LENGTHS), WORLD))
+        results = {name: _run(_build(name, sync=True).train(), rows) for name in NORMS}
+        results |= {key: _run(_build(name, False, meter).train(), rows) for key, (name, meter) in UNSYNCED.items()}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()  # every rank done before the store goes: a rank still in a collective aborts (SIGABRT)
     finally:
@@ -87,6 +97,20 @@ def test_synced_statistics_equal_single_process_on_the_concatenated_batch(name: 
                 torch.testing.assert_close(got["buffers"][key], value, **tol, msg=f"{name} step {step} {key}")
         for key, value in expected["grads"].items():  # DDP sums the processes' parameter gradients
             torch.testing.assert_close(sum(r[name][step]["grads"][key] for r in synced), value, **tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(UNSYNCED))
+def test_unsynced_statistics_under_ddp_are_each_process_own(key: str, synced) -> None:
+    name, meter = UNSYNCED[key]
+    for rank, results in enumerate(synced):
+        alone = _run(_build(name, False, meter).train(), list(range(rank, len(LENGTHS), WORLD)))
+        for step, expected in enumerate(alone):
+            got = results[key][step]
+            torch.testing.assert_close(got["out"], expected["out"], atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(got["grad_x"], expected["grad_x"], atol=1e-6, rtol=1e-6)
+            for buffer, value in expected["buffers"].items():
+                torch.testing.assert_close(got["buffers"][buffer], value, atol=1e-6, rtol=1e-6, msg=f"{key} {buffer}")
 
 
 def test_unsynced_statistics_differ_across_processes_halves() -> None:

@@ -207,10 +207,10 @@ class _BatchStatNorm(SequenceNorm):
         """Mean, biased variance and count of ``rows[N, C]``, over all processes when ``sync`` is on: two
         all-reduces, the count with the sums, then the squared deviations from the global mean (two passes keep
         the variance accurate when the mean is large compared with the spread)."""
-        count_and_sums = all_reduce_sum(torch.cat([rows.new_tensor([float(rows.shape[0])]), rows.sum(0)]))
+        count_and_sums = self._reduce(torch.cat([rows.new_tensor([float(rows.shape[0])]), rows.sum(0)]))
         count = count_and_sums[:1]
         mean = count_and_sums[1:] / count
-        var = all_reduce_sum((rows - mean).pow(2).sum(0)) / count
+        var = self._reduce((rows - mean).pow(2).sum(0)) / count
         return mean, var, count
 
     def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:
