@@ -73,9 +73,24 @@ def test_scale_norm_is_g_times_x_over_its_norm() -> None:
 # --- batch_step (Cooijmans et al. 2016) ------------------------------------------------------------
 
 
-def test_step_batch_norm_is_one_batch_norm1d_per_step_on_the_real_sequences() -> None:
-    lengths, total = [6, 4, 6, 2], 6
-    ours = _with_affine(StepBatchNorm(C, max_steps=total))
+def _step_calls(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, grad_out: torch.Tensor):
+    """``norm`` called once per step (a recurrent cell's way), stacked: output and input gradient."""
+    x = x.clone().requires_grad_(True)
+    out = torch.stack([norm(x[:, t], None if mask is None else mask[:, t], step=t) for t in range(x.shape[1])], 1)
+    (out * grad_out).sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize(
+    ("lengths", "per_step"),
+    [([6, 4, 6, 2], False), ([6, 4, 6, 2], True), ([6, 6, 6, 6], False), ([6, 6, 6, 6], True)],
+    ids=["padded", "padded-per-step", "no-padding", "no-padding-per-step"],
+)
+def test_step_batch_norm_is_one_batch_norm1d_per_step_on_the_real_sequences(lengths, per_step) -> None:
+    """Without padding (and per-step calls without a mask) the native kernel on ``[B, T * C]`` does the work: the
+    same outputs, gradients (the parameters' summed over steps), running statistics and batch count."""
+    total = 6
+    ours = _with_affine(StepBatchNorm(C, max_steps=total + 2))
     refs = [nn.BatchNorm1d(C) for _ in range(total)]
     for ref in refs:
         ref.weight.data.copy_(ours.weight.data)
@@ -84,9 +99,12 @@ def test_step_batch_norm_is_one_batch_norm1d_per_step_on_the_real_sequences() ->
     grad_out = torch.randn(x.shape)
     for training in (True, True, False):
         ours.train(training)
-        out, gx = _forward_backward(ours, x, mask, grad_out)
+        ours.zero_grad()
+        call_mask = None if per_step and mask.all() else mask
+        out, gx = (_step_calls if per_step else _forward_backward)(ours, x, call_mask, grad_out)
         for t, ref in enumerate(refs):
             ref.train(training)
+            ref.zero_grad()
             real = mask[:, t]
             xt = x[real, t].clone().requires_grad_(True)
             out_t = ref(xt)
@@ -95,7 +113,11 @@ def test_step_batch_norm_is_one_batch_norm1d_per_step_on_the_real_sequences() ->
             torch.testing.assert_close(gx[real, t], xt.grad, **TOL)
             torch.testing.assert_close(ours.running_mean[t], ref.running_mean, **TOL)
             torch.testing.assert_close(ours.running_var[t], ref.running_var, **TOL)
+        torch.testing.assert_close(ours.weight.grad, sum(ref.weight.grad for ref in refs), **TOL)
+        torch.testing.assert_close(ours.bias.grad, sum(ref.bias.grad for ref in refs), **TOL)
         assert torch.all(out[~mask] == 0) and torch.all(gx[~mask] == 0)
+    assert torch.all(ours.running_mean[total:] == 0) and torch.all(ours.running_var[total:] == 1)
+    assert int(ours.num_batches_tracked) == (2 * total if per_step else 2)
 
 
 def test_step_batch_norm_called_per_step_equals_called_on_the_sequence() -> None:

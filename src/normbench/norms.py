@@ -280,6 +280,8 @@ class _BatchStatNorm(SequenceNorm):
         row indices computed once, both directions are plain row copies (boolean indexing and an
         out-of-place ``index_put`` cost a search and a full copy more each way; 1.7x slower on CPU).
         """
+        if mask is None and x.dim() == 2:  # a recurrent step's running rows: no view to make (each costs autograd)
+            return normalize(x)
         flat = x.reshape(-1, self.num_features)
         if mask is None:
             return normalize(flat).view_as(x)
@@ -324,15 +326,20 @@ class _BatchStatNorm(SequenceNorm):
         return self._normalized_per_step(x, weight, count, mean, centred, var, run_mean, run_var).to(dtype)
 
     @torch.no_grad()
-    def _moments_per_step(self, x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _moments_per_step(
+        self, x: Tensor, weight: Tensor, zeroed: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Count ``[T, 1]``, mean and biased variance ``[T, C]`` over the batch at each step of ``x[B, T, C]``
-        (``weight[B, T]``: 1 where a value counts, over processes under ``sync``), and ``(x - mean) * weight``."""
+        (``weight[B, T]``: 1 where a value counts, over processes under ``sync``), and ``(x - mean) * weight``.
+        ``zeroed``: ``x`` is already 0 where ``weight`` is (a pass fewer)."""
         weight = weight[..., None]
-        count_and_sums = self._reduce(torch.cat([weight.sum(0), (x * weight).sum(0)], 1))  # one all-reduce for both
+        if not zeroed:
+            x = x * weight
+        count_and_sums = self._reduce(torch.cat([weight.sum(0), x.sum(0)], 1))  # one all-reduce for both
         count = count_and_sums[:, :1]
         mean = count_and_sums[:, 1:] / count.clamp_min(1)
-        centred = (x - mean).mul_(weight)
-        var = self._reduce((centred * centred).sum(0)) / count.clamp_min(1)
+        centred = torch.addcmul(x, weight, mean, value=-1)  # x - mean where weight is 1, 0 where x is 0
+        var = self._reduce(centred.square().sum(0)) / count.clamp_min(1)
         return count, mean, centred, var
 
     def _normalized_per_step(
@@ -492,12 +499,14 @@ class StepBatchNorm(_BatchStatNorm):
         self.running_var = torch.ones(max_steps, num_features)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, step: int | None = None) -> Tensor:
+        native = self._native_steps(x, mask, step or 0)
+        if native is not None:
+            return native
         per_step = x.dim() == 2
         x3 = x[:, None] if per_step else x.reshape(x.shape[0], -1, self.num_features)
         if mask is None:
             mask = x.new_ones(x.shape[:-1], dtype=torch.bool)
         real = mask[:, None] if per_step else mask.reshape(x3.shape[:2])  # [B, T]
-        x3 = torch.where(real[..., None], x3, 0.0)  # padding values (even NaN) never enter sums or outputs
         first, length = step or 0, x3.shape[1]
         if self.beyond == "error" and first + length > self.max_steps:
             raise BatchStatisticsError(
@@ -506,13 +515,15 @@ class StepBatchNorm(_BatchStatNorm):
             )
         index = (torch.arange(length, device=x.device) + first).clamp(max=self.max_steps - 1)
         run_mean, run_var = self.running_mean[index], self.running_var[index]  # [T, C]
-        weight = real.to(x3.dtype)
-        if not self.training:
-            out = self._scaled(x3, run_var, -run_mean)
-            return self._zero_padding(out, weight, per_step, x)
+        if not self.training:  # padding values (even NaN) never reach the outputs, nor get a gradient
+            out = torch.where(real[..., None], self._scaled(x3, run_var, -run_mean), 0.0)
+            return out[:, 0] if per_step else out.view_as(x)
         if self.small_batch == "error":
             self._use_batch_stats(x3[real.any(1), 0])  # one row per real sequence
-        count, mean, centred, var = self._moments_per_step(x3, weight)
+        weight = real.to(x3.dtype)
+        with torch.no_grad():  # nor the sums: x is 0 there, and _StepNormFunction's gradient is too
+            zeroed = torch.where(real[..., None], x3, 0.0)
+        count, mean, centred, var = self._moments_per_step(zeroed, weight, zeroed=True)
         usable = count >= 2
         tracked = max(0, min(length, self.max_steps - first))  # the positions with running statistics of their own
         if self.fluctuation is not None:
@@ -523,10 +534,36 @@ class StepBatchNorm(_BatchStatNorm):
         out = self._normalized_per_step(x3, weight, count, mean, centred, var, run_mean, run_var)
         return out[:, 0] if per_step else out.view_as(x)
 
-    @staticmethod
-    def _zero_padding(out: Tensor, weight: Tensor, per_step: bool, x: Tensor) -> Tensor:
-        out = out * weight[..., None]
-        return out[:, 0] if per_step else out.view_as(x)
+    def _native_steps(self, x: Tensor, mask: Tensor | None, first: int) -> Tensor | None:
+        """Without padding, per-step batch norm is ``nn.BatchNorm1d`` over the batch with each (step, channel) a
+        channel of its own: the native kernel on ``x[B, T * C]`` with the steps' rows of the running statistics. None
+        where that does not hold (padding, ``sync``, the fluctuation meter, a step past ``max_steps``, fewer than two
+        sequences in training): the general path decides there.
+
+        In training the kernel updates copies of those rows, copied back after: autograd saves the running statistics
+        it is given, and a view of the buffer would see every later step's update as a change to it."""
+        batch, channels = x.shape[0], self.num_features
+        length = x[0].numel() // channels if batch else 0
+        if self.sync or self.fluctuation is not None or length == 0 or first + length > self.max_steps:
+            return None
+        if (self.training and batch < 2) or (mask is not None and not bool(mask.all())):
+            return None
+        steps = slice(first, first + length)
+        weight, bias = self.weight, self.bias
+        if weight is not None and length > 1:
+            weight, bias = weight.repeat(length), bias.repeat(length)
+        rows = x.reshape(batch, length * channels)
+        running = self.running_mean[steps].view(-1), self.running_var[steps].view(-1)
+        if not self.training:
+            return F.batch_norm(rows, *running, weight, bias, False, 0.0, self.eps).view_as(x)
+        if not self.update_running:
+            return F.batch_norm(rows, None, None, weight, bias, True, 0.0, self.eps).view_as(x)
+        updated = running[0].clone(), running[1].clone()
+        out = F.batch_norm(rows, *updated, weight, bias, True, self.momentum, self.eps)
+        running[0].copy_(updated[0])
+        running[1].copy_(updated[1])
+        self.num_batches_tracked.add_(1)
+        return out.view_as(x)
 
     def normalize_steps(self, x: Tensor, mask: Tensor) -> Tensor:
         """Steps ``0 .. T-1`` at once: the ``[B, T, C]`` path is per position, the same as T per-step calls."""
