@@ -31,7 +31,8 @@ def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: 
     sweep = "norm=layer data.batch_size=16 data.vocab_size=300 ++trainer.max_steps=2 callbacks=none threads=1"
     command = [
         *(sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(out), "--device", "cpu"),
-        *("--data-path", str(mr_file), "--rounds", "2", "--models", "transformer,gru", "--norms", "layer,batch_masked"),
+        *("--data-path", str(mr_file), "--rounds", "2", "--models", "transformer,gru"),
+        *("--norms", "layer,batch_masked,power"),
         *("--sweep", sweep, "--set", "data.batch_size=8", "data.vocab_size=300", "data.max_len=16"),
     ]
     proc = subprocess.run(command, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
@@ -51,10 +52,15 @@ def test_quick_bench_fills_every_column_of_every_table(mr_file: Path, tmp_path: 
                 else:
                     assert str(value).strip(), (name, column)
         assert f"| {' | '.join(table['columns'])} |" in proc.stdout  # printed as a Markdown table
-    assert {row["norm"] for row in tables["norm_cost"]["rows"]} == {"layer", "batch_masked"}
-    assert {r["layer"] for r in tables["recurrent"]["rows"]} == {f"NormGRULayer norm={n}" for n in NORM_NAMES}
+    norm_rows = {row["norm"]: row for row in tables["norm_cost"]["rows"]}
+    assert set(norm_rows) == {"layer", "batch_masked", "power", "batch_masked: packing only"}
+    assert isinstance(norm_rows["power"]["vs batch_masked"], float)  # timed beside batch_masked in the same rounds
+    assert norm_rows["batch_masked: packing only"]["target"] == "reported"
+    assert {r["layer"] for r in tables["recurrent"]["rows"]} == {
+        f"NormGRULayer norm={n}" for n in (*NORM_NAMES, "power")
+    }
     assert {(r["model"], r["norm"]) for r in tables["throughput"]["rows"]} == {
-        (m, n) for m in ("transformer", "gru") for n in ("layer", "batch_masked")
+        (m, n) for m in ("transformer", "gru") for n in ("layer", "batch_masked", "power")
     }
     assert tables["sweep"]["rows"][0]["runs"] == 1 and tables["sweep"]["rows"][0]["ok"] == 1
     phases = {row["phase"]: row for row in tables["sweep_phases"]["rows"]}
@@ -117,6 +123,7 @@ def test_gpu_check_dry_mode_produces_every_table_and_column(mr_file: Path, tmp_p
     assert {(r["norm"], r["dtype"]) for r in norm_rows if r["shape [B,T,C]"] == "4x32x64"} == {
         ("layer", "bfloat16"),
         ("batch_masked", "bfloat16"),
+        ("batch_masked: packing only", "bfloat16"),
     }
     assert all(0 < r["% of memory bandwidth"] < 100 for r in norm_rows)
     recurrent = {r["layer"]: r for r in tables["recurrent"]["rows"]}

@@ -29,8 +29,23 @@ TARGETS = {
 }
 #: norms whose statistics come from the real tokens only: their native equivalent runs on the packed tokens
 PACKED = ("batch_masked", "batch_step", "power", "batch_renorm")
+#: norms that gather the real tokens as batch_masked does, then do their own work: also timed against batch_masked,
+#: which isolates that work from the gather and scatter (``vs batch_masked``)
+ON_MASKED = ("power", "batch_renorm")
 #: fused forward + backward moves x, y, dy, x, dx once each: the traffic the bandwidth figure assumes
 PASSES = 5
+
+
+class PackingOnly(nn.Module):
+    """batch_masked's gather of the real tokens and scatter back into zeros around no norm at all: the share of
+    batch_masked's cost that its native reference, handed the tokens already packed, never pays."""
+
+    def __init__(self, masked: nn.Module) -> None:
+        super().__init__()
+        self.masked_rows = masked._masked_rows  # a method, not a submodule: no parameters to differentiate
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.masked_rows(x, mask, lambda rows: rows)
 
 
 def norm_config(name: str, overrides: list[str]) -> dict[str, Any]:
@@ -83,42 +98,51 @@ def measure_norm(
     block: float,
     dtype: torch.dtype = torch.float32,
     bandwidth: bool = False,
+    masked_cfg: dict[str, Any] | None = None,
+    label: str | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> dict[str, Any]:
     """``dtype``: of the activations and of both modules (bf16 halves the bytes a memory-bound norm moves);
-    ``bandwidth``: add the achieved GB/s (always on CUDA)."""
+    ``bandwidth``: add the achieved GB/s (always on CUDA); ``masked_cfg``: time batch_masked (these options)
+    alongside, for a ``vs batch_masked`` ratio; ``label``: the row's name (default ``name``); ``wrap``: time
+    ``wrap(norm)`` instead of the norm."""
     x, mask = padded_batch(lengths, channels, device)
     x = x.to(dtype)
     grad = torch.randn_like(x)
-    ours = norm_factory(norm_cfg)(channels).to(device, dtype).train()
-    label, native = native_norm(name, ours, channels)
+    norm = norm_factory(norm_cfg)(channels).to(device, dtype).train()
+    ours = wrap(norm) if wrap else norm
+    native_label, native = native_norm(name, norm, channels)
     native = native.to(device, dtype).train()
     if name in PACKED:
         native_x, native_grad = x[mask], grad[mask]
-    elif name == "scale" or label.startswith(("nn.LayerNorm", "nn.RMSNorm")):
+    elif name == "scale" or native_label.startswith(("nn.LayerNorm", "nn.RMSNorm")):
         native_x, native_grad = x, grad
     else:  # BatchNorm1d / GroupNorm want rows [N, C]
         native_x, native_grad = x.reshape(-1, channels), grad.reshape(-1, channels)
-    ours_call = fwd_bwd(ours, x, grad, mask)
-    native_call = fwd_bwd(native, native_x, native_grad, None)
-    calls = {"ours": calls_for(ours_call, device, block), "native": calls_for(native_call, device, block)}
+    variants = {"ours": fwd_bwd(ours, x, grad, mask), "native": fwd_bwd(native, native_x, native_grad, None)}
+    if masked_cfg is not None:
+        masked = norm_factory(masked_cfg)(channels).to(device, dtype).train()
+        variants["masked"] = fwd_bwd(masked, x, grad, mask)
+    calls = {key: calls_for(call, device, block) for key, call in variants.items()}
     times = interleave(
         {
-            "ours": lambda: seconds_per_call(ours_call, calls["ours"], device),
-            "native": lambda: seconds_per_call(native_call, calls["native"], device),
+            key: (lambda call=call, key=key: seconds_per_call(call, calls[key], device))
+            for key, call in variants.items()
         },
         rounds,
     )
     ratio = paired_ratio(times["ours"], times["native"])
-    limit = TARGETS.get(name)
+    limit = None if label else TARGETS.get(name)  # the extra rows (a label of their own) are reported
     row = {
-        "norm": name,
+        "norm": label or name,
         "shape [B,T,C]": "x".join(str(s) for s in x.shape),
         "dtype": str(x.dtype).removeprefix("torch."),
         "padding %": 100.0 * (1.0 - float(mask.float().mean())),
         "ours us": 1e6 * median(times["ours"]),
-        "native": label,
+        "native": native_label,
         "native us": 1e6 * median(times["native"]),
         "ratio": ratio,
+        "vs batch_masked": paired_ratio(times["ours"], times["masked"]) if masked_cfg is not None else "-",
         "target": f"<= {limit}" if limit else "reported",
         "met": ("yes" if ratio <= limit else "no") if limit else "-",
     }
@@ -139,14 +163,36 @@ def norm_cost(
     dtype: torch.dtype = torch.float32,
     bandwidth: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per norm (``none`` has no cost and no native counterpart: left out)."""
+    """One row per norm (``none`` has no cost and no native counterpart: left out); with batch_masked, also its
+    gather and scatter alone; with batch_step, also the same batch without padding (the native kernel's case)."""
     rows = []
+    masked_cfg = norm_config("batch_masked", overrides)
+    common = (channels, device, rounds, block, dtype, bandwidth)
     for name in names:
         if name == "none" or name not in NORMS:
             continue
-        cfg = norm_config(name, overrides)
-        rows.append(measure_norm(name, cfg, lengths, channels, device, rounds, block, dtype, bandwidth))
+        cfg = (
+            step_config(norm_config(name, overrides), lengths) if name == "batch_step" else norm_config(name, overrides)
+        )
+        versus = masked_cfg if name in ON_MASKED else None
+        rows.append(measure_norm(name, cfg, lengths, *common, masked_cfg=versus))
+    if "batch_masked" in names:
+        rows.append(
+            measure_norm(
+                "batch_masked", masked_cfg, lengths, *common, label="batch_masked: packing only", wrap=PackingOnly
+            )
+        )
+    if "batch_step" in names:
+        full = torch.full_like(lengths, int(lengths.max()))
+        cfg = step_config(norm_config("batch_step", overrides), lengths)
+        rows.append(measure_norm("batch_step", cfg, full, *common, label="batch_step, no padding"))
     return rows
+
+
+def step_config(cfg: dict[str, Any], lengths: Tensor) -> dict[str, Any]:
+    """batch_step's options with running statistics for every step of the batch, as after training at its length
+    (the data's ``max_len`` may be shorter than the large case's T)."""
+    return {**cfg, "max_steps": max(int(cfg["max_steps"]), int(lengths.max()))}
 
 
 def add_bandwidth_share(rows: list[dict[str, Any]], peak_gbs: float) -> None:
