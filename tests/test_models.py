@@ -10,6 +10,7 @@ from normbench.errors import BatchStatisticsError
 from normbench.models.rnn import NormGRULayer, NormLSTMLayer, RecurrentEncoder
 from normbench.models.transformer import TransformerEncoder
 from normbench.norm_factory import NormFactory, norm_factory
+from normbench.norms import FluctuationMeter, batch_stat_norms
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 VOCAB = 50
@@ -175,14 +176,31 @@ def test_recurrent_batch_norm_with_one_sequence_is_a_clear_error(kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step", "power", "batch_renorm"])
-def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -> None:
-    model = _encoder(kind, norm).train()
-    tokens, mask = _tokens([7, 1, 3, 2], 7)
-    out = model(tokens, mask)
-    out[mask].sum().backward()
+@pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step", "power", "batch_renorm", "layer", "rms"])
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("meter", [False, True], ids=["", "meter"])
+def test_every_norm_trains_under_bf16_autocast_with_float32_statistics(
+    kind: str, norm: str, padded: bool, meter: bool
+) -> None:
+    """What ``precision=bf16-mixed`` (scale=gpu) does to the norms, on the CPU's autocast: a training step runs,
+    its outputs are the float32 model's to about bf16's precision, and running statistics stay float32 and move;
+    with the fluctuation meter too (batch statistics from ``_moments``, not the native kernel)."""
+    tokens, mask = _tokens([7, 3, 5, 2] if padded else [7, 7, 7, 7], 7)
+    reference = _encoder(kind, norm).train()
+    model = copy.deepcopy(reference)
+    for _, layer in batch_stat_norms(model) if meter else ():
+        layer.fluctuation = FluctuationMeter()
+    expected = reference(tokens, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(tokens, mask)
+    out[mask].float().sum().backward()
     assert torch.isfinite(out).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # on average: at a step with two real sequences a batch norm outputs +-1, which bf16 may flip where they are close
+    assert (out[mask].float() - expected[mask]).abs().mean() < 0.03
+    for (name, ours), (_, initial) in zip(batch_stat_norms(model), batch_stat_norms(_encoder(kind, norm)), strict=True):
+        assert ours.running_var.dtype == torch.float32, name
+        assert not torch.equal(ours.running_var, initial.running_var), name
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

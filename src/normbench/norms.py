@@ -207,7 +207,8 @@ class _BatchStatNorm(SequenceNorm):
         """Mean, biased variance and count of ``rows[N, C]``, over all processes when ``sync`` is on: two
         all-reduces, the count with the sums, then the squared deviations from the global mean (two passes keep
         the variance accurate when the mean is large compared with the spread)."""
-        count_and_sums = self._reduce(torch.cat([rows.new_tensor([float(rows.shape[0])]), rows.sum(0)]))
+        sums = rows.sum(0, dtype=torch.promote_types(rows.dtype, torch.float32))  # float32 sums of bf16 rows
+        count_and_sums = self._reduce(torch.cat([sums.new_tensor([float(rows.shape[0])]), sums]))
         count = count_and_sums[:1]
         mean = count_and_sums[1:] / count
         var = self._reduce((rows - mean).pow(2).sum(0)) / count
@@ -335,7 +336,8 @@ class _BatchStatNorm(SequenceNorm):
         weight = weight[..., None]
         if not zeroed:
             x = x * weight
-        count_and_sums = self._reduce(torch.cat([weight.sum(0), x.sum(0)], 1))  # one all-reduce for both
+        sums = x.sum(0, dtype=torch.promote_types(x.dtype, torch.float32))  # float32 sums of bf16 activations
+        count_and_sums = self._reduce(torch.cat([weight.sum(0).to(sums.dtype), sums], 1))  # one all-reduce for both
         count = count_and_sums[:, :1]
         mean = count_and_sums[:, 1:] / count.clamp_min(1)
         centred = torch.addcmul(x, weight, mean, value=-1)  # x - mean where weight is 1, 0 where x is 0
@@ -649,7 +651,8 @@ class PowerNorm(_BatchStatNorm):
             mean, var, _ = self._moments(rows.detach())
         else:
             mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
-        batch_psi2 = torch.addcmul(var, mean, mean)
+        # in the buffer's dtype (float32) whatever the activations' (bf16 under autocast)
+        batch_psi2 = torch.addcmul(var, mean, mean).to(self.running_var.dtype)
         warming_up = self.schedule_step() < self.warmup_steps
         psi2 = batch_psi2 if warming_up else self.running_var.clone()
         self._record(None, batch_psi2, None, self.running_var)
