@@ -176,6 +176,17 @@ def test_recurrent_batch_norm_with_one_sequence_is_a_clear_error(kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step", "power", "batch_renorm"])
+def test_batch_norms_train_without_nan_on_ragged_batches(kind: str, norm: str) -> None:
+    model = _encoder(kind, norm).train()
+    tokens, mask = _tokens([7, 1, 3, 2], 7)
+    out = model(tokens, mask)
+    out[mask].sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("norm", ["batch", "batch_masked", "batch_step", "power", "batch_renorm", "layer", "rms"])
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("meter", [False, True], ids=["", "meter"])
