@@ -150,11 +150,35 @@ def test_causal_transformer_with_batch_norm_leaks_the_future_in_train_mode() -> 
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("norm", ["layer", "batch_masked"])
-def test_transformer_without_mask_equals_an_all_real_mask(causal: bool, norm: str) -> None:
+def test_transformer_without_mask_equals_the_masked_path_on_full_rows(causal: bool, norm: str) -> None:
+    """Full-length rows come out the same from the unmasked path (fused attention, no mask) and from the masked one
+    (a batch with one padded row beside them; eval mode, so no statistics cross rows)."""
     model = _encoder("transformer", norm, causal=causal).eval()
+    tokens, mask = _tokens([7, 7, 7, 4], 7)
+    torch.testing.assert_close(model(tokens[:3], None), model(tokens, mask)[:3], **TOL)
+
+
+def test_transformer_takes_a_mask_without_padding_as_none(monkeypatch) -> None:
+    """A language model's windows carry a mask of all True: attention gets no mask tensor, so the fused causal
+    kernel (flash attention on a GPU) can run, and the outputs are the unmasked ones."""
+    import torch.nn.functional as F
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs.get("attn_mask"), kwargs.get("is_causal")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    model = _encoder("transformer", "batch_masked", causal=True).train()
     tokens, mask = _tokens([7, 7, 7], 7)
-    assert bool(mask.all())
-    torch.testing.assert_close(model(tokens, None), model(tokens, mask), **TOL)
+    out = model(tokens, mask)
+    assert calls and all(attn_mask is None and is_causal for attn_mask, is_causal in calls)
+    torch.testing.assert_close(out, _encoder("transformer", "batch_masked", causal=True).train()(tokens, None))
+    calls.clear()
+    model(*_tokens([7, 5, 7], 7))
+    assert all(attn_mask is not None for attn_mask, _ in calls)
 
 
 def test_pre_and_post_norm_are_different_models() -> None:

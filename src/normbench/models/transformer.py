@@ -116,7 +116,10 @@ class TransformerEncoder(nn.Module):
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         """``tokens[B, T]`` ids, or ``features[B, T, F]`` for numeric inputs. ``mask=None`` says every position
         is real (no padding): attention then needs no mask tensor and can use its fused causal kernels (flash
-        attention on GPUs)."""
+        attention on GPUs). A mask without padding (a language model's windows) is taken as None, at the cost of
+        one look at it (not inside a compiled graph, which it would break)."""
+        if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
+            mask = None
         length = tokens.shape[1]
         # numeric features: their projection, at whatever scale the inputs have (what input_scale measures)
         x = self.embed(tokens) * math.sqrt(self.output_dim) if self.embed is not None else self.input_proj(tokens, mask)
