@@ -248,14 +248,16 @@ def test_per_step_batch_norm_past_its_steps_leaves_running_statistics_and_the_me
 
 def test_batch_moments_of_bf16_rows_are_float32_sums() -> None:
     """Under bf16 autocast the batch norms' own statistics (``_moments``: sync, the fluctuation meter;
-    ``_moments_per_step``: batch_step with padding) are summed in float32, as the native kernel's are: a bf16 mean
-    of values near 100 is off by up to 0.25, which biases the variance by several percent."""
+    ``_moments_per_step``: batch_step with padding; ``_one_pass_moments``: power and batch_renorm) are float32, as
+    the native kernel's sums are: a bf16 mean of values near 100 is off by up to 0.25, which biases the variance by
+    several percent."""
     gen = torch.Generator().manual_seed(0)
     rows = (100 + torch.randn(4096, C, generator=gen)).bfloat16()
     exact = rows.double()
     pooled = norm_factory("batch_masked")(C)._moments(rows)
     steps = norm_factory("batch_step")(C)._moments_per_step(rows[:, None], torch.ones(4096, 1), zeroed=True)
-    for mean, var in ((pooled[0], pooled[1]), (steps[1][0], steps[3][0])):
+    one_pass = norm_factory("batch_renorm")(C)._one_pass_moments(rows)
+    for mean, var in ((pooled[0], pooled[1]), (steps[1][0], steps[3][0]), one_pass):
         assert mean.dtype == var.dtype == torch.float32
         torch.testing.assert_close(mean.double(), exact.mean(0), atol=1e-4, rtol=0)
         torch.testing.assert_close(var.double(), exact.var(0, unbiased=False), atol=0, rtol=1e-4)

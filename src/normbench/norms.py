@@ -250,6 +250,12 @@ class _BatchStatNorm(SequenceNorm):
             self.num_batches_tracked.add_(1)
         return F.batch_norm(rows, *running, weight, bias, True, self.momentum, self.eps)
 
+    def _one_pass_moments(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and biased variance of ``rows[N, C]`` from the native kernel's one-pass reduction, without autograd,
+        in the running statistics' dtype: the kernel rounds them to the rows' dtype, and a bf16 mean near 100 (under
+        autocast) is off by up to 0.25."""
+        return torch.batch_norm_update_stats(rows.detach().to(self.running_mean.dtype), None, None, 0.0)
+
     def _reduce(self, tensor: Tensor) -> Tensor:
         """A sum over processes under ``sync``, else this process's own."""
         return all_reduce_sum(tensor) if self.sync else tensor
@@ -650,7 +656,7 @@ class PowerNorm(_BatchStatNorm):
         if self.sync:
             mean, var, _ = self._moments(rows.detach())
         else:
-            mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
+            mean, var = self._one_pass_moments(rows)
         # in the buffer's dtype (float32) whatever the activations' (bf16 under autocast)
         batch_psi2 = torch.addcmul(var, mean, mean).to(self.running_var.dtype)
         warming_up = self.schedule_step() < self.warmup_steps
@@ -732,7 +738,7 @@ class BatchRenorm(_BatchStatNorm):
         ``beta + gamma * d``. The statistics for ``r`` and ``d`` come from the kernel's own one-pass reduction."""
         if not self._use_batch_stats(rows):
             return self._with_running_stats(rows)
-        mean, var = torch.batch_norm_update_stats(rows.detach(), None, None, 0.0)
+        mean, var = self._one_pass_moments(rows)
         r, d = self._corrections(mean, var)
         self._record(mean, var, self.running_mean, self.running_var)
         weight = r if self.weight is None else self.weight * r
