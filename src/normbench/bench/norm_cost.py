@@ -165,27 +165,25 @@ def norm_cost(
 ) -> list[dict[str, Any]]:
     """One row per norm (``none`` has no cost and no native counterpart: left out); with batch_masked, also its
     gather and scatter alone; with batch_step, also the same batch without padding (the native kernel's case)."""
-    rows = []
-    masked_cfg = norm_config("batch_masked", overrides)
+    measured = [name for name in names if name != "none" and name in NORMS]
+    # each composed once: batch_masked is also the reference of ON_MASKED, batch_step also the unpadded row's
+    configs = {name: norm_config(name, overrides) for name in dict.fromkeys([*measured, "batch_masked"])}
+    if "batch_step" in configs:
+        configs["batch_step"] = step_config(configs["batch_step"], lengths)
     common = (channels, device, rounds, block, dtype, bandwidth)
-    for name in names:
-        if name == "none" or name not in NORMS:
-            continue
-        cfg = (
-            step_config(norm_config(name, overrides), lengths) if name == "batch_step" else norm_config(name, overrides)
-        )
-        versus = masked_cfg if name in ON_MASKED else None
-        rows.append(measure_norm(name, cfg, lengths, *common, masked_cfg=versus))
-    if "batch_masked" in names:
+    rows = []
+    for name in measured:
+        versus = configs["batch_masked"] if name in ON_MASKED else None
+        rows.append(measure_norm(name, configs[name], lengths, *common, masked_cfg=versus))
+    if "batch_masked" in measured:
+        label = "batch_masked: packing only"
         rows.append(
-            measure_norm(
-                "batch_masked", masked_cfg, lengths, *common, label="batch_masked: packing only", wrap=PackingOnly
-            )
+            measure_norm("batch_masked", configs["batch_masked"], lengths, *common, label=label, wrap=PackingOnly)
         )
-    if "batch_step" in names:
+    if "batch_step" in measured:
         full = torch.full_like(lengths, int(lengths.max()))
-        cfg = step_config(norm_config("batch_step", overrides), lengths)
-        rows.append(measure_norm("batch_step", cfg, full, *common, label="batch_step, no padding"))
+        label = "batch_step, no padding"
+        rows.append(measure_norm("batch_step", configs["batch_step"], full, *common, label=label))
     return rows
 
 
